@@ -1,0 +1,201 @@
+"""Tiny seeded fp32 models built from the real classes (ldm `UNetModel`, k-diffusion denoisers).
+
+Layouts keep the real block structure (so module indices such as ``input_blocks[3][0].op`` mean the
+same thing as in the full models) with few channels:
+
+- SD 1.5: 4 levels (1,2,4,4), 2 res blocks, attention at levels 0-2, conv projections, context 768.
+- SD 2.1: as SD 1.5 with linear projections, head channels instead of heads, context 1024, v-prediction.
+- SDXL:   3 levels (1,2,4), 2 res blocks, attention at levels 1-2 with depth 2, linear projections,
+          context 2048. SDXL's "vector" conditioning is emulated: the ldm class has no ``adm`` input,
+          so the UNet is built class-conditional ("continuous") and its ``label_emb`` replaced by the
+          SDXL shape Sequential(Linear(V, T), SiLU, Linear(T, T)); ``y`` carries the vector.
+          At this ldm commit a depth-2 SpatialTransformer wants ``context`` as a list, so
+          ``TinyLDM.apply_model`` passes ``[c] * depth`` for SDXL (the real sgm UNet has no such quirk).
+
+``TinyLDM`` mimics what the WebUI's k-diffusion path uses of ``LatentDiffusion``: ``apply_model``,
+``alphas_cumprod``, ``parameterization``, ``model.diffusion_model``, ``model.conditioning_key``,
+the family flags, and a deterministic stand-in VAE (``encode_first_stage`` / ``decode_first_stage``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+CONTEXT_DIM = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
+SDXL_VECTOR_DIM = 64
+TOKENS = 77
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    family: str
+    kwargs: dict
+    depth: int = 1
+
+
+def _layout(family: str, in_channels: int = 4, model_channels: int = 32) -> Layout:
+    common = dict(image_size=32, in_channels=in_channels, out_channels=4, model_channels=model_channels,
+                  num_res_blocks=2, use_spatial_transformer=True, legacy=False, use_checkpoint=False)
+    if family == "sd15":
+        return Layout(family, dict(common, attention_resolutions=[4, 2, 1], channel_mult=[1, 2, 4, 4],
+                                   num_heads=2, transformer_depth=1, context_dim=CONTEXT_DIM["sd15"]))
+    if family == "sd21":
+        return Layout(family, dict(common, attention_resolutions=[4, 2, 1], channel_mult=[1, 2, 4, 4],
+                                   num_head_channels=16, transformer_depth=1, use_linear_in_transformer=True,
+                                   context_dim=CONTEXT_DIM["sd21"]))
+    if family == "sdxl":
+        return Layout(family, dict(common, attention_resolutions=[4, 2], channel_mult=[1, 2, 4],
+                                   num_head_channels=16, transformer_depth=2, use_linear_in_transformer=True,
+                                   context_dim=[CONTEXT_DIM["sdxl"]] * 2), depth=2)
+    raise ValueError(f"unknown family {family!r}")
+
+
+def unet_kwargs(family: str, in_channels: int = 4) -> dict:
+    """The ldm ``UNetModel`` keyword arguments of a tiny layout (also the ldm yaml ``params``)."""
+    return dict(_layout(family, in_channels).kwargs)
+
+
+def randomize_(module: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:
+    """Fill every parameter with seeded N(0, scale²): ldm zero-inits its output convs, which would
+    make every comparison pass vacuously."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, param in sorted(module.named_parameters()):
+            param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    return module
+
+
+def make_unet(family: str = "sd15", seed: int = 0, in_channels: int = 4, vector: bool = False) -> UNetModel:
+    """A seeded random tiny ldm UNet of ``family`` ('sd15', 'sd21', 'sdxl'), eval mode, fp32.
+
+    ``vector=True`` (SDXL only) adds the emulated ADM/vector embedding described in the module doc."""
+    layout = _layout(family, in_channels)
+    kwargs = dict(layout.kwargs)
+    if vector:
+        if family != "sdxl":
+            raise ValueError("the vector embedding is an SDXL feature")
+        kwargs["num_classes"] = "continuous"
+    unet = UNetModel(**kwargs)
+    if vector:
+        ted = unet.time_embed[0].out_features
+        unet.label_emb = nn.Sequential(nn.Linear(SDXL_VECTOR_DIM, ted), nn.SiLU(), nn.Linear(ted, ted))
+    return randomize_(unet, seed).eval()
+
+
+def make_context(family: str, batch: int = 1, seed: int = 1, tokens: int = TOKENS) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, tokens, CONTEXT_DIM[family], generator=gen)
+
+
+def linear_alphas_cumprod(steps: int = 1000) -> torch.Tensor:
+    """The SD 1.x/2.x/XL 'scaled linear' beta schedule (0.00085 to 0.012), as alphas_cumprod."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+class _Posterior:
+    """Deterministic stand-in for ldm's DiagonalGaussianDistribution (zero variance)."""
+
+    def __init__(self, mean):
+        self.mean = mean
+
+    def mode(self):
+        return self.mean
+
+    def sample(self):
+        return self.mean
+
+
+class TinyVAE(nn.Module):
+    """Deterministic 8x stand-in VAE: encode = 8x8 average pool + 1x1 conv, decode = 1x1 conv + nearest 8x."""
+
+    def __init__(self, seed: int = 7, latent_channels: int = 4):
+        super().__init__()
+        self.enc = nn.Conv2d(3, latent_channels, 1)
+        self.dec = nn.Conv2d(latent_channels, 3, 1)
+        randomize_(self, seed, scale=0.5)
+
+    def encode(self, image):
+        return _Posterior(self.enc(nn.functional.avg_pool2d(image, 8)))
+
+    def decode(self, z):
+        return torch.tanh(nn.functional.interpolate(self.dec(z), scale_factor=8, mode="nearest"))
+
+
+class _DiffusionWrapper(nn.Module):
+    def __init__(self, unet, conditioning_key):
+        super().__init__()
+        self.diffusion_model = unet
+        self.conditioning_key = conditioning_key
+
+
+class TinyLDM(nn.Module):
+    """What the WebUI reads of an ldm ``LatentDiffusion`` / sgm ``DiffusionEngine``, around a tiny UNet."""
+
+    def __init__(self, unet: UNetModel, family: str, parameterization: str = "eps",
+                 cond_stage_key: str = "txt", scale_factor: float = 0.18215):
+        super().__init__()
+        conditioning_key = "hybrid" if unet.in_channels != 4 else "crossattn"
+        self.model = _DiffusionWrapper(unet, conditioning_key)
+        self.family = family
+        self.parameterization = parameterization
+        self.cond_stage_key = cond_stage_key
+        self.scale_factor = scale_factor
+        self.latent_channels = 4
+        self.depth = _layout(family).depth
+        self.first_stage_model = TinyVAE()
+        self.register_buffer("alphas_cumprod", linear_alphas_cumprod())
+        self.is_sd1 = family == "sd15"
+        self.is_sd2 = family == "sd21"
+        self.is_sdxl = family == "sdxl"
+        self.is_ssd = False
+        self.context_dim = CONTEXT_DIM[family]
+
+    @property
+    def device(self):
+        return self.alphas_cumprod.device
+
+    @property
+    def dtype(self):
+        return torch.float32
+
+    def apply_model(self, x, t, cond):
+        """x [B,4,h,w], t [B] (float timesteps), cond {'c_crossattn': [c] | 'crossattn': c, 'vector', 'c_concat': [img]}."""
+        unet = self.model.diffusion_model
+        context = cond["crossattn"] if "crossattn" in cond else torch.cat(cond["c_crossattn"], 1)
+        if unet.in_channels > x.shape[1]:
+            x = torch.cat([x] + list(cond["c_concat"]), dim=1)
+        if self.depth > 1:
+            context = [context] * self.depth
+        kwargs = {}
+        if getattr(unet, "num_classes", None) is not None:
+            kwargs["y"] = cond["vector"]
+        return unet(x, t, context=context, **kwargs)
+
+    def encode_first_stage(self, image):
+        return self.first_stage_model.encode(image)
+
+    def get_first_stage_encoding(self, posterior):
+        return posterior.sample() * self.scale_factor
+
+    def decode_first_stage(self, z):
+        return self.first_stage_model.decode(z / self.scale_factor)
+
+
+def make_ldm(family: str = "sd15", seed: int = 0, in_channels: int = 4, **kwargs) -> TinyLDM:
+    """A TinyLDM of ``family``: SD 2.1 is v-prediction, SDXL carries the emulated vector embedding."""
+    parameterization = "v" if family == "sd21" else "eps"
+    unet = make_unet(family, seed, in_channels=in_channels, vector=family == "sdxl")
+    return TinyLDM(unet, family, parameterization=parameterization, **kwargs).eval()
+
+
+def make_denoiser(ldm: TinyLDM):
+    """The k-diffusion wrapper the WebUI puts around the model: CompVisVDenoiser for v-prediction."""
+    from .kdiffusion_import import import_k_diffusion
+    external = import_k_diffusion().external
+    cls = external.CompVisVDenoiser if ldm.parameterization == "v" else external.CompVisDenoiser
+    return cls(ldm, quantize=False)
