@@ -1,0 +1,283 @@
+"""Host double of modules.processing: the processing objects and `process_images` call order of v1.10.1.
+
+Order: before_process, process, init, then per batch: before_process_batch, process_batch, conds,
+process_before_every_sampling, sampling (and for hires fix: before_hr, process_before_every_sampling with
+`p.is_hr_pass` true, second pass), post_sample, postprocess_batch, postprocess_image per image, and at the end
+postprocess. An exception in sampling propagates (postprocess not called); after an interrupt postprocess is not
+called either (shared/WEBUI_FACTS.md). Callers wrap runs in `closing(p)`, so `p.close()` always runs.
+Only the latent hires upscaler is reproduced.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import prompt_parser, rng, scripts, sd_samplers, sd_samplers_common, shared
+from .shared import opts, state
+
+opt_C = 4
+opt_f = 8
+
+
+@dataclasses.dataclass(repr=False)
+class StableDiffusionProcessing:
+    sd_model: object = None
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str = None
+    scheduler: str = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    denoising_strength: float = None
+    eta: float = None
+    s_min_uncond: float = None
+    s_churn: float = None
+    s_tmax: float = None
+    s_tmin: float = None
+    s_noise: float = None
+    override_settings: dict = None
+    extra_generation_params: dict = None
+    do_not_save_samples: bool = True
+    do_not_save_grid: bool = True
+    is_api: bool = False
+
+    def __post_init__(self):
+        self.extra_generation_params = dict(self.extra_generation_params or {})
+        self.override_settings = dict(self.override_settings or {})
+        self.scripts = None
+        self.script_args = []
+        self.is_hr_pass = False
+        self.hr_scheduler = None
+        self.sampler = None
+        self.c = None
+        self.uc = None
+        self.iteration = 0
+        self.comments = {}
+        self.s_min_uncond = self.s_min_uncond if self.s_min_uncond is not None else 0.0
+        self.s_churn = self.s_churn if self.s_churn is not None else 0.0
+        self.s_tmin = self.s_tmin if self.s_tmin is not None else 0.0
+        self.s_tmax = self.s_tmax if self.s_tmax is not None else float("inf")
+        self.s_noise = self.s_noise if self.s_noise is not None else 1.0
+        if self.sd_model is None:
+            self.sd_model = shared.sd_model
+
+    def comment(self, text):
+        self.comments[text] = 1
+
+    def txt2img_image_conditioning(self, x, width=None, height=None):
+        return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
+
+    def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
+
+    def setup_prompts(self):
+        count = self.batch_size * self.n_iter
+        self.all_prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt] * count
+        self.all_negative_prompts = self.negative_prompt if isinstance(self.negative_prompt, list) else [self.negative_prompt] * count
+
+    def setup_conds(self):
+        self.uc = prompt_parser.get_learned_conditioning(self.sd_model, self.negative_prompts, self.steps)
+        self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.steps)
+
+    def get_conds(self):
+        return self.c, self.uc
+
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        pass
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        raise NotImplementedError()
+
+    def close(self):
+        self.sampler = None
+        self.c = None
+        self.uc = None
+        self.closed = True
+
+
+@dataclasses.dataclass(repr=False)
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    denoising_strength: float = 0.75
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_sampler_name: str = None
+    hr_scheduler: str = None
+
+    def __post_init__(self):
+        hr_scheduler = self.hr_scheduler
+        super().__post_init__()
+        self.hr_scheduler = hr_scheduler
+        self.latent_scale_mode = {"mode": "bilinear", "antialias": False}
+
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        if self.enable_hr:
+            self.hr_upscale_to_x = int(self.width * self.hr_scale)
+            self.hr_upscale_to_y = int(self.height * self.hr_scale)
+            self.extra_generation_params["Hires upscale"] = self.hr_scale
+            self.extra_generation_params["Denoising strength"] = self.denoising_strength
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        x = self.rng.next()
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(p=self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
+        samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning, image_conditioning=self.txt2img_image_conditioning(x))
+        if not self.enable_hr:
+            return samples
+        return self.sample_hr_pass(samples, seeds, subseeds, subseed_strength, prompts)
+
+    def sample_hr_pass(self, samples, seeds, subseeds, subseed_strength, prompts):
+        if state.interrupted:
+            return samples
+        self.is_hr_pass = True
+        self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
+        size = (self.hr_upscale_to_y // opt_f, self.hr_upscale_to_x // opt_f)
+        samples = torch.nn.functional.interpolate(samples, size=size, **self.latent_scale_mode)
+        image_conditioning = self.txt2img_image_conditioning(samples)
+        self.rng = rng.ImageRNG(samples.shape[1:], self.seeds)
+        noise = self.rng.next()
+        self.hr_c, self.hr_uc = self.c, self.uc
+        if self.scripts is not None:
+            self.scripts.before_hr(self)
+            self.scripts.process_before_every_sampling(p=self, x=samples, noise=noise, c=self.hr_c, uc=self.hr_uc)
+        samples = self.sampler.sample_img2img(self, samples, noise, self.hr_c, self.hr_uc,
+                                              steps=self.hr_second_pass_steps or self.steps, image_conditioning=image_conditioning)
+        self.sampler = None
+        self.is_hr_pass = False
+        return samples
+
+
+@dataclasses.dataclass(repr=False)
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list = None
+    denoising_strength: float = 0.75
+    image_mask: Any = None
+    inpainting_fill: int = 1
+    image_cfg_scale: float = None
+    initial_noise_multiplier: float = 1.0
+
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        self.extra_generation_params["Denoising strength"] = self.denoising_strength
+        self.image_cfg_scale = self.image_cfg_scale if shared.sd_model.cond_stage_key == "edit" else None
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+
+        imgs = [np.moveaxis(np.array(img.convert("RGB").resize((self.width, self.height)), dtype=np.float32) / 255.0, 2, 0)
+                for img in self.init_images]
+        batch = np.expand_dims(imgs[0], 0).repeat(self.batch_size, axis=0) if len(imgs) == 1 else np.array(imgs)
+        image = torch.from_numpy(batch)
+        self.init_latent = sd_samplers_common.images_tensor_to_samples(image, model=self.sd_model)
+
+        self.mask = self.nmask = None
+        if self.image_mask is not None:
+            latmask = self.image_mask.convert("L").resize((self.init_latent.shape[3], self.init_latent.shape[2]))
+            latmask = np.around(np.array(latmask, dtype=np.float32) / 255)
+            latmask = np.tile(latmask[None], (self.init_latent.shape[1], 1, 1))
+            self.mask = torch.asarray(1.0 - latmask)
+            self.nmask = torch.asarray(latmask)
+        self.image_conditioning = self.img2img_image_conditioning(image * 2 - 1, self.init_latent, self.image_mask)
+
+    def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
+        x = self.rng.next()
+        if self.initial_noise_multiplier != 1.0:
+            x *= self.initial_noise_multiplier
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(p=self, x=self.init_latent, noise=x, c=conditioning, uc=unconditional_conditioning)
+        samples = self.sampler.sample_img2img(self, self.init_latent, x, conditioning, unconditional_conditioning, image_conditioning=self.image_conditioning)
+        if self.mask is not None:
+            samples = samples * self.nmask + self.init_latent * self.mask
+        return samples
+
+
+class Processed:
+    def __init__(self, p, images_list, latents=None, infotexts=None):
+        self.images = images_list
+        self.latents = latents
+        self.infotexts = infotexts or []
+        self.info = self.infotexts[0] if self.infotexts else ""
+        self.extra_generation_params = dict(p.extra_generation_params)
+        self.all_seeds = list(getattr(p, "all_seeds", []))
+
+
+def create_infotext(p, index=0):
+    """`prompt\\nNegative prompt: ...\\nSteps: ..., Sampler: ..., <extra_generation_params>` as the WebUI writes it."""
+    from .infotext_utils import quote
+    params = {"Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
+              "Seed": p.all_seeds[index], "Size": f"{p.width}x{p.height}"}
+    params.update(p.extra_generation_params)
+    generation = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\nNegative prompt: {p.all_negative_prompts[index]}" if p.all_negative_prompts[index] else ""
+    return f"{p.all_prompts[index]}{negative}\n{generation}".strip()
+
+
+def process_images(p: StableDiffusionProcessing) -> Processed:
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
+    return process_images_inner(p)
+
+
+def process_images_inner(p: StableDiffusionProcessing) -> Processed:
+    seed = int(p.seed) if p.seed not in (None, -1) else 1234
+    p.setup_prompts()
+    p.all_seeds = [seed + i for i in range(len(p.all_prompts))]
+    p.all_subseeds = [seed + i for i in range(len(p.all_prompts))]
+
+    if p.scripts is not None:
+        p.scripts.process(p)
+
+    images, latents, infotexts = [], [], []
+    with torch.no_grad():
+        p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
+        for n in range(p.n_iter):
+            p.iteration = n
+            if state.interrupted or state.stopping_generation:
+                break
+            batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
+            p.prompts, p.negative_prompts = p.all_prompts[batch], p.all_negative_prompts[batch]
+            p.seeds, p.subseeds = p.all_seeds[batch], p.all_subseeds[batch]
+            p.rng = rng.ImageRNG((opt_C, p.height // opt_f, p.width // opt_f), p.seeds)
+
+            if p.scripts is not None:
+                p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
+                p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
+            p.setup_conds()
+
+            samples = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.subseeds,
+                               subseed_strength=p.subseed_strength, prompts=p.prompts)
+            if p.scripts is not None:
+                ps = scripts.PostSampleArgs(samples)
+                p.scripts.post_sample(p, ps)
+                samples = ps.samples
+            latents.append(samples)
+
+            decoded = torch.clamp((p.sd_model.decode_first_stage(samples) + 1.0) / 2.0, 0.0, 1.0)
+            if p.scripts is not None:
+                p.scripts.postprocess_batch(p, decoded, batch_number=n)
+            for i, x_sample in enumerate(decoded):
+                image = Image.fromarray((255. * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8))
+                if p.scripts is not None:
+                    pp = scripts.PostprocessImageArgs(image)
+                    p.scripts.postprocess_image(p, pp)
+                    image = pp.image
+                infotexts.append(create_infotext(p, n * p.batch_size + i))
+                images.append(image)
+
+    res = Processed(p, images, latents=torch.cat(latents) if latents else None, infotexts=infotexts)
+    if p.scripts is not None and not state.interrupted:
+        p.scripts.postprocess(p, res)
+    return res

@@ -1,0 +1,135 @@
+"""Host double of modules.sd_samplers_common: SamplerData, the Sampler base, seeded-noise hijack."""
+import collections
+import inspect
+
+import torch
+
+import k_diffusion.sampling
+
+from . import shared
+from .shared import opts, state
+
+SamplerDataTuple = collections.namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])
+
+
+class SamplerData(SamplerDataTuple):
+    def total_steps(self, steps):
+        return steps * 2 if self.options.get("second_order", False) else steps
+
+
+class InterruptedException(BaseException):
+    pass
+
+
+def setup_img2img_steps(p, steps=None):
+    if opts.img2img_fix_steps or steps is not None:
+        requested_steps = steps or p.steps
+        steps = int(requested_steps / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
+        t_enc = requested_steps - 1
+    else:
+        steps = p.steps
+        t_enc = int(min(p.denoising_strength, 0.999) * steps)
+    return steps, t_enc
+
+
+def images_tensor_to_samples(image, approximation=None, model=None):
+    """image [B,3,H,W] in [0,1] -> latents, one image at a time as the WebUI does."""
+    model = model or shared.sd_model
+    image = image.to(shared.device, dtype=torch.float32) * 2 - 1
+    return torch.cat([model.get_first_stage_encoding(model.encode_first_stage(img[None])) for img in image])
+
+
+def decode_first_stage(model, x):
+    return model.decode_first_stage(x)
+
+
+def store_latent(decoded):
+    state.current_latent = decoded
+
+
+def apply_refiner(cfg_denoiser, sigma=None):
+    return False
+
+
+class TorchHijack:
+    """Stands in for `k_diffusion.sampling.torch`: `randn_like` draws the seeded per-image noise."""
+
+    def __init__(self, p):
+        self.rng = p.rng
+
+    def __getattr__(self, item):
+        if item == "randn_like":
+            return self.randn_like
+        if hasattr(torch, item):
+            return getattr(torch, item)
+        raise AttributeError(item)
+
+    def randn_like(self, x):
+        return self.rng.next()
+
+
+class Sampler:
+    def __init__(self, funcname):
+        self.funcname = funcname
+        self.func = funcname
+        self.extra_params = []
+        self.config: SamplerData = None
+        self.last_latent = None
+        self.s_min_uncond = None
+        self.s_churn = 0.0
+        self.s_tmin = 0.0
+        self.s_tmax = float("inf")
+        self.s_noise = 1.0
+        self.eta_option_field = "eta_ancestral"
+        self.eta_infotext_field = "Eta"
+        self.eta_default = 1.0
+        self.p = None
+        self.model_wrap_cfg = None
+        self.sampler_extra_args = None
+        self.options = {}
+        self.stop_at = None
+
+    def callback_state(self, d):
+        step = d["i"]
+        if self.stop_at is not None and step > self.stop_at:
+            raise InterruptedException
+        state.sampling_step = step
+
+    def launch_sampling(self, steps, func):
+        self.model_wrap_cfg.steps = steps
+        self.model_wrap_cfg.total_steps = self.config.total_steps(steps)
+        state.sampling_steps = steps
+        state.sampling_step = 0
+        try:
+            return func()
+        except InterruptedException:
+            return self.last_latent
+
+    def initialize(self, p) -> dict:
+        self.p = p
+        self.model_wrap_cfg.p = p
+        self.model_wrap_cfg.mask = getattr(p, "mask", None)
+        self.model_wrap_cfg.nmask = getattr(p, "nmask", None)
+        self.model_wrap_cfg.step = 0
+        self.model_wrap_cfg.image_cfg_scale = getattr(p, "image_cfg_scale", None)
+        self.eta = p.eta if p.eta is not None else getattr(opts, self.eta_option_field, 0.0)
+        self.s_min_uncond = getattr(p, "s_min_uncond", 0.0)
+
+        k_diffusion.sampling.torch = TorchHijack(p)
+
+        parameters = inspect.signature(self.func).parameters
+        kwargs = {name: getattr(p, name) for name in self.extra_params if hasattr(p, name) and name in parameters}
+        if "eta" in parameters:
+            if self.eta != self.eta_default:
+                p.extra_generation_params[self.eta_infotext_field] = self.eta
+            kwargs["eta"] = self.eta
+        return kwargs
+
+    def create_noise_sampler(self, x, sigmas, p):
+        from k_diffusion.sampling import BrownianTreeNoiseSampler
+        sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+        seeds = p.all_seeds[p.iteration * p.batch_size:(p.iteration + 1) * p.batch_size]
+        return BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seeds)
+
+    def add_infotext(self, p):
+        pass

@@ -1,0 +1,99 @@
+"""Host double of modules.shared: `opts`, `state`, `cmd_opts`, `sd_model`, `device`."""
+import types
+
+from . import devices
+
+device = devices.device
+
+OPTION_DEFAULTS = {
+    "batch_cond_uncond": True,
+    "skip_early_cond": 0.0,
+    "s_min_uncond_all": False,
+    "pad_cond_uncond": False,
+    "pad_cond_uncond_v0": False,
+    "live_preview_content": "Prompt",
+    "img2img_fix_steps": False,
+    "img2img_extra_noise": 0.0,
+    "always_discard_next_to_last_sigma": False,
+    "use_old_karras_scheduler_sigmas": False,
+    "sigma_min": 0.0,
+    "sigma_max": 0.0,
+    "rho": 0.0,
+    "sgm_noise_multiplier": False,
+    "eta_noise_seed_delta": 0,
+    "eta_ancestral": 1.0,
+    "eta_ddim": 0.0,
+    "randn_source": "CPU",
+    "hide_samplers": [],
+    "no_dpmpp_sde_batch_determinism": False,
+    "enable_quantization": False,
+    "beta_dist_alpha": 0.6,
+    "beta_dist_beta": 0.6,
+    "inpainting_mask_weight": 1.0,
+}
+
+
+class Options:
+    """Attribute access over `data`, falling back to registered defaults (as the WebUI's Options does)."""
+
+    def __init__(self):
+        object.__setattr__(self, "data", dict(OPTION_DEFAULTS))
+        object.__setattr__(self, "data_labels", {})
+
+    def __getattr__(self, item):
+        data = object.__getattribute__(self, "data")
+        if item in data:
+            return data[item]
+        labels = object.__getattribute__(self, "data_labels")
+        if item in labels:
+            return labels[item].default
+        raise AttributeError(item)
+
+    def __setattr__(self, key, value):
+        self.data[key] = value
+
+    def add_option(self, key, info):
+        self.data_labels[key] = info
+        self.data.setdefault(key, info.default)
+
+    def get_default(self, key):
+        info = self.data_labels.get(key)
+        return OPTION_DEFAULTS.get(key) if info is None else info.default
+
+    def reset(self):
+        self.data.clear()
+        self.data.update(OPTION_DEFAULTS)
+        for key, info in self.data_labels.items():
+            self.data[key] = info.default
+
+
+class State:
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.interrupted = False
+        self.skipped = False
+        self.stopping_generation = False
+        self.sampling_step = 0
+        self.sampling_steps = 0
+        self.job_count = 0
+        self.job = ""
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def nextjob(self):
+        pass
+
+
+class _Tqdm:
+    def update(self):
+        pass
+
+
+opts = Options()
+state = State()
+total_tqdm = _Tqdm()
+cmd_opts = types.SimpleNamespace()
+sd_model = None
