@@ -1,5 +1,5 @@
 """Test session setup: the repo root (our packages), tests/ (support helpers) and tests/host (the WebUI
-host double's `modules` package) on sys.path; k-diffusion imported without torchvision; 2 CPU threads."""
+host double's `modules` package) on sys.path; k-diffusion imported without torchvision; one CPU thread."""
 import os
 import sys
 
@@ -14,4 +14,10 @@ for path in (os.path.join(TESTS, "host"), TESTS, ROOT):
 from support.kdiffusion_import import import_k_diffusion  # noqa: E402
 
 import_k_diffusion()
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from modules import sd_hijack_unet  # noqa: E402  (the host double; as the WebUI does at start-up)
+
+sd_hijack_unet.install()
+# One intra-op thread: the tiny models gain nothing from more, and with two cores shared by other processes
+# OpenMP spin-waiting made a forward ~100x slower.
+torch.set_num_threads(1)

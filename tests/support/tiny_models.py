@@ -18,6 +18,7 @@ the family flags, and a deterministic stand-in VAE (``encode_first_stage`` / ``d
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -186,11 +187,18 @@ class TinyLDM(nn.Module):
         return self.first_stage_model.decode(z / self.scale_factor)
 
 
+_LDM_CACHE: dict = {}
+
+
 def make_ldm(family: str = "sd15", seed: int = 0, in_channels: int = 4, **kwargs) -> TinyLDM:
-    """A TinyLDM of ``family``: SD 2.1 is v-prediction, SDXL carries the emulated vector embedding."""
-    parameterization = "v" if family == "sd21" else "eps"
-    unet = make_unet(family, seed, in_channels=in_channels, vector=family == "sdxl")
-    return TinyLDM(unet, family, parameterization=parameterization, **kwargs).eval()
+    """A fresh TinyLDM of ``family``: SD 2.1 is v-prediction, SDXL carries the emulated vector embedding.
+    Built once per (family, seed, in_channels, kwargs) and deep-copied after, so callers may mutate it."""
+    key = (family, seed, in_channels, tuple(sorted(kwargs.items())))
+    if key not in _LDM_CACHE:
+        parameterization = "v" if family == "sd21" else "eps"
+        unet = make_unet(family, seed, in_channels=in_channels, vector=family == "sdxl")
+        _LDM_CACHE[key] = TinyLDM(unet, family, parameterization=parameterization, **kwargs).eval()
+    return copy.deepcopy(_LDM_CACHE[key])
 
 
 def make_denoiser(ldm: TinyLDM):

@@ -81,6 +81,8 @@ class StableDiffusionProcessing:
         return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
 
     def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        if self.sd_model.cond_stage_key == "edit":  # InstructPix2Pix: the encoded source image, distribution mode
+            return self.sd_model.encode_first_stage(source_image).mode()
         return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
 
     def setup_prompts(self):

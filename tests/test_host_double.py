@@ -1,0 +1,244 @@
+"""The WebUI host double reproduces the v1.10.1 contract our scripts depend on (shared/WEBUI_FACTS.md)."""
+import pytest
+import torch
+
+from modules import script_callbacks, scripts, sd_samplers, shared
+
+from support.generation import img2img, load_model, reset_host, txt2img
+from support.tiny_models import make_denoiser
+
+
+@pytest.fixture(autouse=True)
+def _host():
+    reset_host()
+    load_model("sd15")
+    yield
+    script_callbacks.clear_callbacks()
+    reset_host()
+
+
+class Recorder(scripts.Script):
+    """An always-on script that records every hook it receives, with `is_hr_pass` where it matters."""
+
+    def __init__(self):
+        self.calls = []
+
+    def title(self):
+        return "Recorder"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def _rec(name):
+        def hook(self, p, *args, **kwargs):
+            self.calls.append(name + (" (hr)" if name == "process_before_every_sampling" and p.is_hr_pass else ""))
+        return hook
+
+    before_process = _rec("before_process")
+    process = _rec("process")
+    before_process_batch = _rec("before_process_batch")
+    process_batch = _rec("process_batch")
+    process_before_every_sampling = _rec("process_before_every_sampling")
+    before_hr = _rec("before_hr")
+    postprocess_batch = _rec("postprocess_batch")
+    postprocess_image = _rec("postprocess_image")
+
+    def postprocess(self, p, processed, *args):
+        self.calls.append("postprocess")
+
+
+BATCH_HOOKS = ["before_process_batch", "process_batch", "process_before_every_sampling"]
+
+
+def test_hook_order_txt2img_img2img_and_hires():
+    rec = Recorder()
+    txt2img([rec], [], arg_counts=[0], batch_size=2)
+    assert rec.calls == ["before_process", "process", *BATCH_HOOKS, "postprocess_batch",
+                         "postprocess_image", "postprocess_image", "postprocess"]
+
+    rec = Recorder()
+    img2img([rec], [], arg_counts=[0])
+    assert rec.calls == ["before_process", "process", *BATCH_HOOKS, "postprocess_batch", "postprocess_image", "postprocess"]
+
+    rec = Recorder()
+    txt2img([rec], [], arg_counts=[0], enable_hr=True, hr_scale=1.5, n_iter=2)
+    per_batch = [*BATCH_HOOKS, "before_hr", "process_before_every_sampling (hr)", "postprocess_batch", "postprocess_image"]
+    assert rec.calls == ["before_process", "process", *per_batch, *per_batch, "postprocess"]
+
+
+def test_script_args_slices_and_swallowed_hook_errors():
+    seen = {}
+
+    class A(Recorder):
+        def process(self, p, *args):
+            seen["A"] = args
+
+    class B(Recorder):
+        def process(self, p, *args):
+            seen["B"] = args
+            raise RuntimeError("hook failure")
+
+    result = txt2img([A(), B()], [1, 2, 3], arg_counts=[2, 1])
+    assert seen == {"A": (1, 2), "B": (3,)}
+    assert result.latents is not None, "an exception in a script hook is reported, not raised"
+    assert any("hook failure" in text for _, _, text in scripts.reported_errors)
+
+
+def test_exception_in_sampling_propagates_skips_postprocess_and_closes_p():
+    rec = Recorder()
+    unet = shared.sd_model.model.diffusion_model
+    handle = unet.register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom in unet")))
+    holder = {}
+    try:
+        with pytest.raises(RuntimeError, match="boom in unet"):
+            txt2img([rec], [], arg_counts=[0], p_hook=lambda p: holder.setdefault("p", p))
+    finally:
+        handle.remove()
+    assert "postprocess" not in rec.calls and "process_before_every_sampling" in rec.calls
+    assert holder["p"].closed
+
+
+def test_interrupt_returns_last_latent_without_postprocess():
+    rec = Recorder()
+    calls = []
+
+    def interrupt_after_two(params):
+        calls.append(params.sampling_step)
+        if len(calls) == 2:
+            shared.state.interrupted = True
+
+    script_callbacks.on_cfg_denoiser(interrupt_after_two)
+    holder = {}
+    result = txt2img([rec], [], arg_counts=[0], steps=6, p_hook=lambda p: holder.setdefault("p", p))
+    assert len(calls) == 2, calls  # the 3rd denoiser call raises InterruptedException before any callback
+    assert result.latents is not None
+    assert "postprocess" not in rec.calls and holder["p"].closed
+
+
+def test_sampling_step_lags_model_calls_and_denoiser_step_counts_calls():
+    seen = []
+    script_callbacks.on_cfg_denoiser(lambda params: seen.append((params.sampling_step, params.denoiser.step)))
+    txt2img(steps=4)
+    assert seen == [(0, 0), (0, 1), (1, 2), (2, 3)]
+
+
+def _capture_model_calls():
+    calls = []
+    model = shared.sd_model
+    original = model.apply_model
+
+    def apply_model(x, t, cond):
+        out = original(x, t, cond)
+        calls.append({"x": x.clone(), "t": t.clone(), "cond": cond, "out": out.clone()})
+        return out
+
+    model.apply_model = apply_model
+    return calls
+
+
+def test_cfg_denoiser_batching_batch2_with_and_prompt():
+    """Rows: cond rows of image 0 (2 AND parts), image 1 (2 parts), then the two uncond rows; the combine step
+    is uncond + Σ weight·scale·(cond_part − uncond) on the denoised outputs."""
+    denoised_seen, inputs = [], []
+    script_callbacks.on_cfg_denoiser(lambda params: inputs.append((params.x.clone(), params.text_cond.clone(), params.text_uncond.clone())))
+    script_callbacks.on_cfg_after_cfg(lambda params: denoised_seen.append(params.x.clone()))
+    calls = _capture_model_calls()
+    txt2img(prompt="a cat AND a dog:0.5", batch_size=2, steps=2, cfg_scale=5.0)
+
+    x_in, text_cond, text_uncond = inputs[0]
+    assert x_in.shape[0] == 6 and text_cond.shape[0] == 4 and text_uncond.shape[0] == 2
+    assert torch.equal(x_in[0], x_in[1]) and torch.equal(x_in[2], x_in[3])
+    assert torch.equal(x_in[4], x_in[0]) and torch.equal(x_in[5], x_in[2])
+    assert torch.equal(text_cond[0], text_cond[2]) and not torch.equal(text_cond[0], text_cond[1])
+
+    first = calls[0]
+    assert first["x"].shape[0] == 6, "batch_cond_uncond: one model call with all rows"
+    denoiser = make_denoiser(shared.sd_model)
+    sigma = denoiser.sigmas[-1]
+    # rebuild the k-diffusion denoised from the eps the model returned: D = x − σ·eps, on c_in-scaled input
+    c_in = 1 / (sigma ** 2 + 1) ** 0.5
+    d = x_in - sigma * first["out"]
+    assert torch.allclose(first["x"], x_in * c_in, atol=1e-6)
+    expected = torch.stack([d[4] + 5.0 * (1.0 * (d[0] - d[4]) + 0.5 * (d[1] - d[4])),
+                            d[5] + 5.0 * (1.0 * (d[2] - d[5]) + 0.5 * (d[3] - d[5]))])
+    assert torch.allclose(denoised_seen[0], expected, atol=1e-4)
+
+
+def test_batch_cond_uncond_off_calls_model_per_image_batch():
+    shared.opts.batch_cond_uncond = False
+    calls = _capture_model_calls()
+    txt2img(prompt="a cat AND a dog", batch_size=2, steps=1)
+    assert [c["x"].shape[0] for c in calls] == [2, 2, 2]
+
+
+def test_ngms_skips_uncond_rows_on_odd_steps():
+    """Negative Guidance minimum sigma: on odd denoiser steps below the sigma the uncond rows are not run."""
+    calls = _capture_model_calls()
+    result = txt2img(steps=4, s_min_uncond=100.0)
+    assert [c["x"].shape[0] for c in calls] == [2, 1, 2, 1]
+    assert result.extra_generation_params["NGMS"] == 100.0
+
+
+def test_edit_model_three_way_batch():
+    shared.sd_model.cond_stage_key = "edit"
+    calls = _capture_model_calls()
+    img2img(image_cfg_scale=1.5, steps=2, denoising_strength=1.0)
+    first = calls[0]
+    assert first["x"].shape[0] == 3
+    concat = first["cond"]["c_concat"][0]
+    assert concat.shape[0] == 3 and torch.count_nonzero(concat[2]) == 0
+
+
+def test_img2img_mask_keeps_unmasked_latents():
+    from PIL import Image
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # inpaint the left half
+    holder = {}
+    result = img2img(image_mask=mask, steps=3, p_hook=lambda p: holder.setdefault("p", p))
+    p = holder["p"]
+    kept = p.mask.bool()
+    assert torch.equal(result.latents[0][kept], p.init_latent[0][kept])
+    assert not torch.equal(result.latents[0][~kept], p.init_latent[0][~kept])
+
+
+def _reference_euler(seed, steps, cfg, model):
+    """Plain k-diffusion Euler with a hand-written CFG around the same tiny model and the same prompts."""
+    import k_diffusion.sampling as kds
+    denoiser = make_denoiser(model)
+    sigmas = denoiser.get_sigmas(steps)
+    x = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(seed)) * sigmas[0]
+    c = model.get_learned_conditioning(["a cat"])
+    uc = model.get_learned_conditioning(["blurry"])
+    zeros = torch.zeros(2, 5, 1, 1)
+
+    def cfg_model(x, sigma):
+        out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), cond={"c_crossattn": [torch.cat([c, uc])], "c_concat": [zeros]})
+        return out[1:] + cfg * (out[:1] - out[1:])
+
+    with torch.no_grad():
+        return kds.sample_euler(cfg_model, x, sigmas, disable=True)
+
+
+def test_seeded_euler_generation_is_deterministic_and_matches_kdiffusion():
+    a = txt2img(seed=11, steps=5, cfg_scale=6.0).latents
+    b = txt2img(seed=11, steps=5, cfg_scale=6.0).latents
+    c = txt2img(seed=12, steps=5, cfg_scale=6.0).latents
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    reference = _reference_euler(11, 5, 6.0, shared.sd_model)
+    assert torch.allclose(a, reference, atol=1e-4, rtol=0), (a - reference).abs().max()
+
+
+def test_sampler_registry_lookups():
+    assert sd_samplers.get_sampler_and_scheduler("DPM++ 2M Karras", None) == ("DPM++ 2M", "Automatic")
+    assert sd_samplers.get_sampler_and_scheduler("Euler Uniform", None) == ("Euler", "Uniform")
+    assert sd_samplers.samplers_map["k_euler_a"] == "Euler a"
+    assert "DDIM CFG++" in sd_samplers.visible_sampler_names()
+
+
+def test_remove_current_script_callbacks_only_drops_the_callers():
+    def mine(params):
+        pass
+    script_callbacks.on_cfg_denoiser(mine)
+    assert any(c.callback is mine for c in script_callbacks.callback_map["callbacks_cfg_denoiser"])
+    script_callbacks.remove_current_script_callbacks()
+    assert not script_callbacks.callback_map["callbacks_cfg_denoiser"]
