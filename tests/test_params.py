@@ -1,0 +1,108 @@
+"""The parameter-spec glue: UI defaults -> API positional -> API dict -> infotext -> paste -> same values,
+clear errors for bad API input, and X/Y/Z axes registered on the plot module."""
+import dataclasses
+
+import gradio as gr
+import pytest
+
+from modules import infotext_utils, processing, shared
+
+import xyz_grid_double
+from suite_glue.params import ParamError, ParamSpec, param
+from suite_glue.ui import build_controls
+from suite_glue.xyz import register_axes
+from support.generation import load_model
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleArgs:
+    enabled: bool = param(False, "Enable")
+    mode: str = param("auto", "Mode", choices=("auto", "fast", "careful"), infotext="mode", xyz=True)
+    strength: float = param(0.5, "Strength", minimum=0.0, maximum=1.0, step=0.05, infotext="strength", xyz=True)
+    steps: int = param(4, "Steps", minimum=1, maximum=50, infotext="steps", xyz=True)
+    keep: bool = param(True, "Keep in hires", infotext="keep")
+    note: str = param("", "Note, free text", infotext="note")
+
+
+SPEC = ParamSpec(SampleArgs, title="Sample", infotext_prefix="Sample")
+
+
+def _controls():
+    with gr.Blocks():
+        return build_controls(SPEC, lambda name: f"sample_{name}")
+
+
+def test_round_trip_ui_api_infotext_paste():
+    controls = _controls()
+    assert len(controls) == len(SPEC.fields)
+    ui_values = [c.value for c in controls]
+    assert SPEC.parse(ui_values) == SPEC.defaults()
+
+    chosen = SampleArgs(enabled=True, mode="careful", strength=0.35, steps=12, keep=False, note="a, b: c")
+    positional = SPEC.positional(chosen)
+    from_positional = SPEC.parse(positional)
+    from_dict = SPEC.parse([SPEC.as_dict(chosen)])
+    assert from_positional == chosen == from_dict
+
+    load_model("sd15")
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="x", negative_prompt="", seed=3, sampler_name="Euler")
+    p.setup_prompts()
+    p.all_seeds = [3]
+    p.extra_generation_params.update(SPEC.infotext(chosen))
+    text = processing.create_infotext(p, 0)
+    assert "Sample: True" in text and "Sample strength: 0.35" in text
+
+    pasted = infotext_utils.paste(text, SPEC.paste_fields(controls))
+    restored = [old if new is None else new for old, new in zip(ui_values, pasted)]
+    assert SPEC.parse(restored) == chosen
+    assert SPEC.from_infotext(infotext_utils.parse_generation_parameters(text)) == chosen
+
+
+def test_paste_without_the_feature_turns_it_off_and_leaves_other_controls():
+    controls = _controls()
+    pasted = infotext_utils.paste("a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512",
+                                  SPEC.paste_fields(controls))
+    assert pasted[0] is False and all(v is None for v in pasted[1:])
+
+
+def test_disabled_writes_no_infotext():
+    assert SPEC.infotext(SPEC.defaults()) == {}
+
+
+@pytest.mark.parametrize("args, message", [
+    ([{"enabled": True, "strenght": 0.3}], "unknown argument 'strenght'"),
+    ([{"enabled": "yes"}], "argument 'enabled' (Enable) must be true or false"),
+    ([{"strength": "strong"}], "argument 'strength' (Strength) must be a number"),
+    ([{"strength": 1.5}], "argument 'strength' (Strength) must be between 0.0 and 1.0"),
+    ([{"steps": 2.5}], "argument 'steps' (Steps) must be a whole number"),
+    ([{"mode": "turbo"}], "argument 'mode' (Mode) must be one of ['auto', 'fast', 'careful']"),
+    ([True, "auto", 0.5, 4, True, "", "extra"], "expected at most 6 arguments"),
+])
+def test_bad_api_input_names_the_field(args, message):
+    with pytest.raises(ParamError) as info:
+        SPEC.parse(args)
+    assert message in str(info.value) and str(info.value).startswith("Sample:")
+
+
+def test_dict_form_fills_defaults_and_accepts_json_numbers():
+    values = SPEC.parse([{"enabled": True, "steps": 7.0}])
+    assert values == SampleArgs(enabled=True, steps=7) and isinstance(values.steps, int)
+
+
+def test_xyz_axes_apply_overrides_and_enable():
+    xyz = xyz_grid_double.install()
+    added = register_axes(SPEC)
+    assert [a.label for a in added] == ["Sample Mode", "Sample Strength", "Sample Steps"]
+    assert register_axes(SPEC) == [], "registering twice adds nothing"
+
+    load_model("sd15")
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="x")
+    xyz_grid_double.run_axis(xyz, p, "Sample Strength", ["0.25"])
+    xyz_grid_double.run_axis(xyz, p, "Sample Mode", ["fast"])
+    values = SPEC.parse(SPEC.positional(SPEC.defaults()), p)
+    assert values == SampleArgs(enabled=True, mode="fast", strength=0.25)
+    with pytest.raises(RuntimeError):
+        xyz_grid_double.run_axis(xyz, p, "Sample Mode", ["nope"])
+    with pytest.raises(ParamError, match="between"):
+        xyz_grid_double.run_axis(xyz, p, "Sample Strength", ["7"])
+    shared.opts.reset()
