@@ -1,0 +1,10 @@
+"""The one exception class of the IC-Light core.
+
+Every user-fixable problem (missing or corrupt model file, wrong base model, missing foreground or
+background) raises :class:`ICLightError` with a message that says what to do. It subclasses
+``ValueError`` so hosts that report ``ValueError`` as bad input show the message as is.
+"""
+
+
+class ICLightError(ValueError):
+    """A user-fixable IC-Light problem; the message names the fix."""

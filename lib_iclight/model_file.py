@@ -1,0 +1,146 @@
+"""Find, open and describe IC-Light offset files (safetensors only; tensors are read lazily).
+
+An offset file holds, for every UNet parameter, a tensor that is *added* to the base weights; its
+``conv_in`` weight is widened: 8 input channels for fc / fcon, 12 for fbc. The kind is read from
+that shape, never from the file name. Accepted key names: diffusers (the official files), bare ldm,
+or ldm prefixed ``diffusion_model.`` / ``model.diffusion_model.``.
+
+Only ``.safetensors`` is read (no pickle: the WebUI rejects ``.pt`` files written by new torch).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+
+from .errors import ICLightError
+from .keymap import key_format, to_ldm_keys
+
+DOWNLOAD_FROM = "https://huggingface.co/lllyasviel/ic-light"
+OFFICIAL_FILES = ("iclight_sd15_fc.safetensors", "iclight_sd15_fcon.safetensors", "iclight_sd15_fbc.safetensors")
+CONV_IN = "input_blocks.0.0"
+KIND_BY_CHANNELS = {8: "fc", 12: "fbc"}
+CHANNELS_BY_KIND = {v: k for k, v in KIND_BY_CHANNELS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIdentity:
+    """What makes two opens 'the same file': resolved path, size and modification time (ns)."""
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str) -> "FileIdentity":
+        st = os.stat(path)
+        return cls(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetFile:
+    """A validated offset file. ``keys`` maps bare ldm key -> key in the file; ``shapes`` by ldm key."""
+    path: str
+    identity: FileIdentity
+    kind: str
+    in_channels: int
+    key_format: str
+    keys: Dict[str, str]
+    shapes: Dict[str, Tuple[int, ...]]
+    dtypes: Tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Callable[[str], torch.Tensor]]:
+        """Yield ``get(ldm_key) -> CPU tensor``, reading one tensor at a time from the file."""
+        with _safe_open(self.path) as f:
+            def get(ldm_key: str) -> torch.Tensor:
+                try:
+                    return f.get_tensor(self.keys[ldm_key])
+                except Exception as exc:  # safetensors raises its own error type
+                    raise ICLightError(f"IC-Light model file {self.path} could not be read ({exc}); "
+                                       f"it is probably damaged: download it again from {DOWNLOAD_FROM}") from exc
+            yield get
+
+
+def list_model_files(folder: str) -> List[str]:
+    """Names (file names with extension) of the .safetensors files in ``folder``, sorted."""
+    if not folder or not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(".safetensors"))
+
+
+def resolve_model_path(name: str, folder: str) -> str:
+    """Path of model ``name`` (a path, a file name, or a file name without extension) in ``folder``."""
+    if not name:
+        raise ICLightError(f"No IC-Light model file chosen. Put {' or '.join(OFFICIAL_FILES)} "
+                           f"(from {DOWNLOAD_FROM}) in {folder} and pick it in the IC-Light model list.")
+    candidates = [name] if os.path.isabs(name) else []
+    candidates += [os.path.join(folder or "", name)]
+    if not name.lower().endswith(".safetensors"):
+        candidates.append(os.path.join(folder or "", name + ".safetensors"))
+    for path in candidates:
+        if os.path.isfile(path):
+            if not path.lower().endswith(".safetensors"):
+                raise ICLightError(f"IC-Light model file {path} is not a .safetensors file; only safetensors files "
+                                   f"are read. Download the .safetensors version from {DOWNLOAD_FROM}.")
+            return path
+    available = list_model_files(folder)
+    found = f" Files there: {', '.join(available)}." if available else ""
+    raise ICLightError(f"IC-Light model file '{name}' not found in the folder {os.path.abspath(folder or '.')}."
+                       f"{found} Download {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM} into that folder.")
+
+
+def _safe_open(path: str):
+    from safetensors import safe_open
+    try:
+        return safe_open(path, framework="pt", device="cpu")
+    except FileNotFoundError as exc:
+        raise ICLightError(f"IC-Light model file {path} not found; download it from {DOWNLOAD_FROM}.") from exc
+    except Exception as exc:
+        raise ICLightError(f"IC-Light model file {path} is damaged or not a safetensors file ({exc}); "
+                           f"download it again from {DOWNLOAD_FROM}.") from exc
+
+
+def open_offset_file(path: str) -> OffsetFile:
+    """Read the header of ``path`` (no tensor data) and validate it as an IC-Light offset file."""
+    if not os.path.isfile(path):
+        raise ICLightError(f"IC-Light model file {path} not found in the folder "
+                           f"{os.path.dirname(os.path.abspath(path))}; download it from {DOWNLOAD_FROM}.")
+    if not path.lower().endswith(".safetensors"):
+        raise ICLightError(f"IC-Light model file {path} is not a .safetensors file; only safetensors files are "
+                           f"read. Download the .safetensors version from {DOWNLOAD_FROM}.")
+    identity = FileIdentity.of(path)
+    with _safe_open(path) as f:
+        try:
+            names = list(f.keys())
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+            dtypes = tuple(sorted({str(f.get_slice(k).get_dtype()) for k in names}))
+        except Exception as exc:
+            raise ICLightError(f"IC-Light model file {path} is damaged ({exc}); "
+                               f"download it again from {DOWNLOAD_FROM}.") from exc
+    if not names:
+        raise ICLightError(f"IC-Light model file {path} holds no tensors; download it again from {DOWNLOAD_FROM}.")
+    try:
+        to_file = to_ldm_keys(names)
+    except KeyError as exc:
+        raise ICLightError(f"{path} is not an IC-Light UNet offset file: {exc.args[0]}. "
+                           f"Use {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM}.") from None
+    fmt = key_format(names)
+    conv = to_file.get(CONV_IN + ".weight")
+    if conv is None:
+        raise ICLightError(f"{path} has no first-convolution (conv_in) tensor, so it is not an IC-Light offset "
+                           f"file. Use {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM}.")
+    conv_shape = shapes[conv]
+    in_ch = conv_shape[1] if len(conv_shape) == 4 else None
+    if in_ch not in KIND_BY_CHANNELS:
+        raise ICLightError(f"{path}: its first convolution takes {in_ch} input channels; IC-Light files take 8 "
+                           f"(fc / fcon) or 12 (fbc). Use {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM}.")
+    return OffsetFile(path=path, identity=identity, kind=KIND_BY_CHANNELS[in_ch], in_channels=in_ch,
+                      key_format=fmt, keys=to_file, shapes={k: shapes[v] for k, v in to_file.items()},
+                      dtypes=dtypes)
