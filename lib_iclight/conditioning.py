@@ -105,7 +105,7 @@ def encode_images(images: Sequence[np.ndarray], vae_encode: Callable, scale_fact
         x = x.to(device=device, dtype=dtype)
     out = vae_encode(x)
     out = getattr(out, "latent_dist", out)
-    if hasattr(out, "mode") and callable(out.mode):
+    if not torch.is_tensor(out) and callable(getattr(out, "mode", None)):
         out = out.mode()
     if not torch.is_tensor(out):
         raise TypeError(f"vae_encode returned {type(out).__name__}; expected a posterior with .mode() or a tensor")

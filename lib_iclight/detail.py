@@ -2,9 +2,10 @@
 
     out = clip( G(result) + (original - G(original)), 0, 1 )
 
-``G`` is a Gaussian blur with an odd kernel of ``blur_radius`` pixels and OpenCV's default sigma for
-that size, ``sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8``, with reflect-101 borders (``cv2.GaussianBlur(img,
-(k, k), 0)``). The low frequencies (lighting, colour) come from the result, the fine detail (text,
+``G`` is ``cv2.GaussianBlur(img, (k, k), 0)`` with k = ``blur_radius`` (odd), written in torch: a
+separable kernel, reflect-101 borders, and OpenCV's kernel for sigma 0: its fixed tables for k <= 9
+(k = 5, the default: [1, 4, 6, 4, 1] / 16) and exp(-x^2 / 2 sigma^2) normalised, with
+``sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8``, for larger k. The low frequencies (lighting, colour) come from the result, the fine detail (text,
 texture) from the original: the difference-of-Gaussians transfer used by sd-forge-ic-light.
 ``original`` is first aligned to the result with the same resize-and-centre-crop as the conditioning.
 Computed in float32 on [0, 1] values; uint8 in, uint8 out (rounded).
@@ -18,10 +19,17 @@ import torch.nn.functional as F
 from .images import resize_and_center_crop, to_uint8_rgb
 
 
+_OPENCV_SMALL = {1: [1], 3: [1, 2, 1], 5: [1, 4, 6, 4, 1], 7: [1, 3.5, 7, 9, 7, 3.5, 1],
+                 9: [4, 13, 30, 51, 60, 51, 30, 13, 4]}
+
+
 def gaussian_kernel(ksize: int) -> torch.Tensor:
-    """OpenCV's 1-D Gaussian for an odd ``ksize`` and sigma 0 (float64, sums to 1)."""
+    """OpenCV's 1-D Gaussian for an odd ``ksize`` and sigma 0 (``cv2.getGaussianKernel(k, 0)``, float64)."""
     if ksize < 1 or ksize % 2 == 0:
         raise ValueError(f"blur radius must be a positive odd number, got {ksize}")
+    if ksize in _OPENCV_SMALL:
+        k = torch.tensor(_OPENCV_SMALL[ksize], dtype=torch.float64)
+        return k / k.sum()
     sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
     x = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
     k = torch.exp(-(x * x) / (2 * sigma * sigma))

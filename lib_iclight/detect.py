@@ -6,8 +6,8 @@ Features read (shapes only, nothing is computed on the tensors):
 - ``model_channels``: its output channels (320 for SD 1.x/2.x/XL, 256 for the x4 upscaler)
 - ``context_dim``: in-features of a cross-attention key projection (``attn2.to_k``): 768 SD 1.x,
   1024 SD 2.x, 2048 SDXL, 1280 SDXL refiner
-- class / vector embedding keys: ``label_emb.weight`` (an ``nn.Embedding``, the x4 upscaler's
-  noise-level classes) vs ``label_emb.0.0.weight`` (an MLP, SDXL's vector conditioning)
+- a noise-level class embedding: ``label_emb.weight`` / ``class_embedding.weight`` (an ``nn.Embedding``,
+  the x4 upscaler's; SDXL's vector MLP is ``label_emb.0.0.weight`` and does not count)
 
 ========  ==========================================  =============================================
 channels  kind                                        needs
@@ -75,19 +75,16 @@ def _features(sd: dict):
             context = _shape(sd[k])[1]
             break
     noise_embedding = "label_emb.weight" in sd or "class_embedding.weight" in sd
-    vector = "label_emb.0.0.weight" in sd or "add_embedding.linear_1.weight" in sd
-    return in_ch, out_ch, context, noise_embedding, vector
+    return in_ch, out_ch, context, noise_embedding
 
 
 def detect_model_kind(state_dict: Mapping) -> ModelKind:
     """Classify a UNet state dict (values may be tensors or shapes). See the module doc for the table."""
     sd = _unet_entries(state_dict)
-    in_ch, out_ch, context, noise_emb, vector = _features(sd)
+    in_ch, out_ch, context, noise_emb = _features(sd)
     if in_ch is None:
         return ModelKind("unknown", (), "unknown", None, "no first convolution (input_blocks.0.0 / conv_in) found")
     family = CONTEXT_FAMILY.get(context, "unknown")
-    if family == "sdxl" and not vector:
-        family = "unknown"
     facts = f"{in_ch} input channels, context {context}, {out_ch} base channels"
 
     def kind(name, why, base=family, candidates=None):

@@ -1,7 +1,7 @@
 """Image helpers with the official demo's exact arithmetic (numpy uint8 [H, W, C] in, out).
 
 - ``resize_and_center_crop``: scale to cover the target (factor = max(W/w, H/h)), round the size,
-  PIL LANCZOS resize, crop the centre box (left, top) = ((w'-W)/2, (h'-H)/2).
+  PIL LANCZOS resize, crop the centre box (left, top) = round((w'-W)/2, (h'-H)/2), W x H.
 - ``fill_grey``: ``clip(127 + (rgb - 127 + sigma) * alpha, 0, 255).astype(uint8)`` in float32
   (the demo's ``run_rmbg``; sigma 0 for relighting).
 - ``images_to_tensor``: ``x / 127 - 1`` (the demo's ``numpy2pytorch``: grey 127 maps exactly to 0),
@@ -22,8 +22,10 @@ def resize_and_center_crop(image: np.ndarray, width: int, height: int) -> np.nda
     scale = max(width / w, height / h)
     rw, rh = int(round(w * scale)), int(round(h * scale))
     resized = pil.resize((rw, rh), Image.LANCZOS)
-    box = ((rw - width) / 2, (rh - height) / 2, (rw + width) / 2, (rh + height) / 2)
-    return np.array(resized.crop(box))
+    # The demo crops the float box ((rw-W)/2, (rh-H)/2, (rw+W)/2, (rh+H)/2), which PIL rounds corner by
+    # corner; with an odd margin that gives W±1 pixels. Same left/top corner here, exact size always.
+    left, top = int(round((rw - width) / 2)), int(round((rh - height) / 2))
+    return np.array(resized.crop((left, top, left + width, top + height)))
 
 
 def fill_grey(rgb: np.ndarray, alpha: np.ndarray, sigma: float = 0.0) -> np.ndarray:
