@@ -9,7 +9,7 @@
 - :mod:`.detail`       high-frequency detail restore
 - :mod:`.detect`       tell 4/5/7/8/9/12-channel UNet families apart
 """
-from .conditioning import (ConcatSpec, encode_images, fc_initial_latent, make_concat_spec, match_batch,
+from .conditioning import (ConcatProvider, ConcatSpec, encode_images, fc_initial_latent, make_concat_spec, match_batch,
                            prepare_foreground, rembg_alpha, remover_available)
 from .detail import restore_detail, restore_detail_tensor
 from .detect import ModelKind, detect_model_kind
@@ -21,7 +21,7 @@ from .model_file import (DOWNLOAD_FROM, OFFICIAL_FILES, FileIdentity, OffsetFile
                          open_offset_file, resolve_model_path)
 
 __all__ = [
-    "ConcatSpec", "DOWNLOAD_FROM", "FBC_SOURCES", "FC_LIGHTS", "FileIdentity", "ICLightError", "MergeHandle",
+    "ConcatProvider", "ConcatSpec", "DOWNLOAD_FROM", "FBC_SOURCES", "FC_LIGHTS", "FileIdentity", "ICLightError", "MergeHandle",
     "Merger", "ModelKind", "OFFICIAL_FILES", "OffsetFile", "active_handles", "detect_model_kind",
     "encode_images", "fbc_background", "fc_initial_latent", "fc_light_image", "fill_grey", "images_to_tensor",
     "list_model_files", "make_concat_spec", "match_batch", "merge_offsets", "open_offset_file",

@@ -196,5 +196,32 @@ def match_batch(concat: torch.Tensor, batch: int) -> torch.Tensor:
                        "give one foreground, or one per image.")
 
 
-__all__ = ["ConcatSpec", "FBC_SOURCES", "encode_images", "fc_initial_latent", "make_concat_spec", "match_batch", "prepare_foreground",
+class ConcatProvider:
+    """The concat latent for whatever latent ``x`` the sampler is about to denoise: size from ``x``
+    (H = 8 h, W = 8 w), rows matched to ``x.shape[0]`` (:func:`match_batch`), device and dtype of ``x``.
+    Encodes once per size (first pass and hires pass each encode once); ``encodes`` counts VAE calls.
+
+    In the WebUI, ``provider.for_latent`` is what ``p.txt2img_image_conditioning(x)`` /
+    ``p.img2img_image_conditioning(image, x)`` should return while IC-Light is armed."""
+
+    def __init__(self, spec: ConcatSpec, vae_encode: Callable, scale_factor: float, device=None, dtype=None):
+        self.spec, self.vae_encode, self.scale_factor = spec, vae_encode, scale_factor
+        self.device, self.dtype = device, dtype
+        self.encodes = 0
+        self._cache = {}
+
+    def latent(self, width: int, height: int) -> torch.Tensor:
+        key = (width, height)
+        if key not in self._cache:
+            self._cache[key] = self.spec.latent(width, height, self.vae_encode, self.scale_factor,
+                                                device=self.device, dtype=self.dtype)
+            self.encodes += 1
+        return self._cache[key]
+
+    def for_latent(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
+        concat = self.latent(x.shape[-1] * 8, x.shape[-2] * 8)
+        return match_batch(concat, x.shape[0]).to(device=x.device, dtype=x.dtype)
+
+
+__all__ = ["ConcatProvider", "ConcatSpec", "FBC_SOURCES", "encode_images", "fc_initial_latent", "make_concat_spec", "match_batch", "prepare_foreground",
            "rembg_alpha", "remover_available"]

@@ -56,16 +56,38 @@ class OffsetFile:
         return os.path.splitext(os.path.basename(self.path))[0]
 
     @contextlib.contextmanager
-    def reader(self) -> Iterator[Callable[[str], torch.Tensor]]:
-        """Yield ``get(ldm_key) -> CPU tensor``, reading one tensor at a time from the file."""
-        with _safe_open(self.path) as f:
-            def get(ldm_key: str) -> torch.Tensor:
-                try:
-                    return f.get_tensor(self.keys[ldm_key])
-                except Exception as exc:  # safetensors raises its own error type
-                    raise ICLightError(f"IC-Light model file {self.path} could not be read ({exc}); "
-                                       f"it is probably damaged: download it again from {DOWNLOAD_FROM}") from exc
+    def reader(self, remap_bytes: int = None) -> Iterator[Callable[[str], torch.Tensor]]:
+        """Yield ``get(ldm_key) -> CPU tensor``, reading one tensor at a time from the file.
+
+        safetensors maps the file into memory and the pages it touched count as resident until the
+        file is closed, so the file is re-opened after every ``remap_bytes`` read: peak memory stays
+        at about one chunk (default: 1/16 of the file, 1 to 64 MiB) instead of the whole file."""
+        if remap_bytes is None:
+            remap_bytes = max(1 << 20, min(64 << 20, self.identity.size // 16))
+        state = {"file": None, "read": 0}
+
+        def close():
+            if state["file"] is not None:
+                state["file"].__exit__(None, None, None)
+                state["file"] = None
+
+        def get(ldm_key: str) -> torch.Tensor:
+            if state["file"] is None or state["read"] >= remap_bytes:
+                close()
+                handle = _safe_open(self.path)
+                state["file"], state["read"] = handle.__enter__(), 0
+            try:
+                tensor = state["file"].get_tensor(self.keys[ldm_key])
+            except Exception as exc:  # safetensors raises its own error type
+                raise ICLightError(f"IC-Light model file {self.path} could not be read ({exc}); "
+                                   f"it is probably damaged: download it again from {DOWNLOAD_FROM}") from exc
+            state["read"] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        try:
             yield get
+        finally:
+            close()
 
 
 def list_model_files(folder: str) -> List[str]:

@@ -191,3 +191,26 @@ def test_fc_initial_latent_and_batch_matching():
     # a tensor-returning encoder (already the latent) is scaled once
     assert torch.equal(encode_images([np.full((8, 8, 3), 127, np.uint8)], lambda x: x[:, :1] + 1, 2.0),
                        torch.full((1, 1, 8, 8), 2.0))
+
+
+def test_concat_provider_follows_the_latent():
+    from lib_iclight import ConcatProvider
+    fgs = [prepare_foreground(rgba(40, 24)), prepare_foreground(rgba(24, 40))]
+    spec = make_concat_spec("fbc", fgs, 32, 16, "ambient")
+    calls = []
+
+    def vae(x):
+        calls.append(tuple(x.shape))
+        return fake_vae(x)
+
+    provider = ConcatProvider(spec, vae, 0.18215)
+    x = torch.zeros(2, 4, 2, 4, dtype=torch.float64)
+    first = provider.for_latent(x)
+    assert first.shape == (2, 8, 2, 4) and first.dtype == torch.float64
+    torch.testing.assert_close(first.float(), spec.latent(32, 16, fake_vae, 0.18215))
+    assert not torch.equal(first[0], first[1])  # each image its own foreground
+    provider.for_latent(x)
+    hires = provider.for_latent(torch.zeros(2, 4, 4, 8))  # the hires pass: re-encoded at 64 x 32
+    assert hires.shape == (2, 8, 4, 8) and provider.encodes == 2 and len(calls) == 2
+    with pytest.raises(ICLightError, match="2 foregrounds for a batch of 3"):
+        provider.for_latent(torch.zeros(3, 4, 2, 4))

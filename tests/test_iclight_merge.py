@@ -227,3 +227,13 @@ def test_fp16_offsets_on_fp32_model(tmp_path):
     w = unet.out[2].weight
     assert torch.equal(w, base.out[2].weight + offsets["conv_out.weight"].half().float())
     restore_all()
+
+
+def test_restore_of_a_discarded_model(files):
+    """The WebUI moves a replaced model to the 'meta' device; restoring it must not fail, and frees it."""
+    ldm = TinyLDM(base_unet(), "sd15").eval()
+    merger = Merger()
+    handle = merger.ensure(ldm, files["fc"][0])
+    ldm.to("meta")
+    assert merger.restore() and not handle.active and handle._backups == {}
+    assert ldm.model.conditioning_key == "crossattn" and "load_state_dict" not in ldm.__dict__
