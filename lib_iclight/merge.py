@@ -20,7 +20,7 @@ mtime) is already merged, intact, into the same UNet; ``merge_count`` / ``restor
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -67,8 +67,10 @@ def _cpu_backup(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 class MergeHandle:
     """One live merge. ``restore()`` is idempotent and exact; ``is_intact()`` checks it still holds."""
 
-    def __init__(self, model: nn.Module, unet: nn.Module, wrapper, offset: OffsetFile):
+    def __init__(self, model: nn.Module, unet: nn.Module, wrapper, offset: OffsetFile,
+                 after_restore: Optional[Callable[[nn.Module], None]] = None):
         self.model, self.unet, self.wrapper, self.offset = model, unet, wrapper, offset
+        self.after_restore = after_restore
         self.identity = offset.identity
         self.kind = offset.kind
         self.in_channels = offset.in_channels
@@ -188,20 +190,25 @@ class MergeHandle:
         self._probe_values = None
         if _ACTIVE.get(id(self.unet)) is self:
             del _ACTIVE[id(self.unet)]
+        if self.after_restore is not None:
+            self.after_restore(self.unet)
         return True
 
 
-def merge_offsets(model: nn.Module, offset: OffsetFile) -> MergeHandle:
+def merge_offsets(model: nn.Module, offset: OffsetFile,
+                  after_restore: Optional[Callable[[nn.Module], None]] = None) -> MergeHandle:
     """Merge ``offset`` into ``model`` (LatentDiffusion, DiffusionWrapper or bare ldm UNet) in place.
 
     Validates first (raises :class:`ICLightError`, model untouched). A merge left by anyone on the same
-    UNet is restored first. A failure half-way rolls back before re-raising."""
+    UNet is restored first. A failure half-way rolls back before re-raising. ``after_restore(unet)`` runs
+    after every restore of this merge, whatever triggers it (e.g. to drop caches other code keeps of the
+    merged weights)."""
     unet, wrapper = find_unet(model)
     stale = _ACTIVE.get(id(unet))
     if stale is not None and stale.unet is unet:
         stale.restore()
     tensors = check_compatible(unet, offset)
-    handle = MergeHandle(model, unet, wrapper, offset)
+    handle = MergeHandle(model, unet, wrapper, offset, after_restore)
     try:
         handle._merge(tensors)
     except BaseException:
@@ -222,7 +229,11 @@ def restore_all() -> int:
 class Merger:
     """Keeps one merge alive across generations; re-merges only when file, UNet or weights changed."""
 
-    def __init__(self):
+    def __init__(self, before_merge: Optional[Callable[[nn.Module], None]] = None,
+                 after_restore: Optional[Callable[[nn.Module], None]] = None):
+        """``before_merge(unet)`` runs just before each (re-)merge, ``after_restore(unet)`` after each restore
+        (any trigger). The WebUI adapter uses them to keep the built-in LoRA's weight backups consistent."""
+        self.before_merge, self.after_restore = before_merge, after_restore
         self.handle: Optional[MergeHandle] = None
         self.merge_count = 0
         self.restore_count = 0
@@ -249,7 +260,9 @@ class Merger:
         if h is not None and h.active and h.unet is unet and h.identity == offset.identity and h.is_intact():
             return h
         self.restore()
-        self.handle = merge_offsets(model, offset)
+        if self.before_merge is not None:
+            self.before_merge(unet)
+        self.handle = merge_offsets(model, offset, self.after_restore)
         self.merge_count += 1
         return self.handle
 

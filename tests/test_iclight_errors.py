@@ -109,3 +109,12 @@ def test_wrong_base_model(fc_file, family, kwargs, match):
 
 def test_error_class_is_a_value_error():
     assert issubclass(ICLightError, ValueError)
+
+
+def test_kind_comes_from_conv_in_not_the_name(tmp_path):
+    misnamed = write_offset_file(str(tmp_path), "iclight_sd15_fc.safetensors", in_channels=12)[0]
+    of = open_offset_file(misnamed)
+    assert (of.kind, of.in_channels) == ("fbc", 12)
+    prefixed = write_offset_file(str(tmp_path), "fbc_named.safetensors", in_channels=8, fmt="diffusion_model")[0]
+    of = open_offset_file(prefixed)
+    assert (of.kind, of.in_channels, of.key_format) == ("fc", 8, "ldm")

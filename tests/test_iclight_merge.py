@@ -237,3 +237,18 @@ def test_restore_of_a_discarded_model(files):
     ldm.to("meta")
     assert merger.restore() and not handle.active and handle._backups == {}
     assert ldm.model.conditioning_key == "crossattn" and "load_state_dict" not in ldm.__dict__
+
+
+def test_merge_and_restore_callbacks(files):
+    """before_merge / after_restore run on every (re-)merge and every restore, whatever triggers it."""
+    events = []
+    ldm = TinyLDM(base_unet(), "sd15").eval()
+    unet = ldm.model.diffusion_model
+    merger = Merger(before_merge=lambda u: events.append(("merge", u is unet)),
+                    after_restore=lambda u: events.append(("restore", u is unet)))
+    merger.ensure(ldm, files["fc"][0])
+    merger.ensure(ldm, files["fc"][0])
+    ldm.load_state_dict(TinyLDM(base_unet(seed=4), "sd15").state_dict())  # checkpoint change
+    merger.ensure(ldm, files["fc"][0])
+    merger.restore()
+    assert events == [("merge", True), ("restore", True), ("merge", True), ("restore", True)]
