@@ -223,5 +223,5 @@ class ConcatProvider:
         return match_batch(concat, x.shape[0]).to(device=x.device, dtype=x.dtype)
 
 
-__all__ = ["ConcatProvider", "ConcatSpec", "FBC_SOURCES", "encode_images", "fc_initial_latent", "make_concat_spec", "match_batch", "prepare_foreground",
-           "rembg_alpha", "remover_available"]
+__all__ = ["ConcatProvider", "ConcatSpec", "FBC_SOURCES", "encode_images", "fc_initial_latent", "make_concat_spec",
+           "match_batch", "prepare_foreground", "rembg_alpha", "remover_available"]

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from .compat import check_compatible, find_unet
-from .errors import ICLightError
-from .model_file import CONV_IN, OffsetFile, open_offset_file
+from .model_file import CONV_IN, FileIdentity, OffsetFile, open_offset_file
 
 _ACTIVE: Dict[int, "MergeHandle"] = {}
 _HYBRID = "hybrid"
@@ -243,7 +242,6 @@ class Merger:
         """Open and validate ``path`` (header only), cached by file identity."""
         if not os.path.isfile(path):
             return open_offset_file(path)  # raises the 'not found' error
-        from .model_file import FileIdentity
         ident = FileIdentity.of(path)
         cached = self._opened.get(ident)
         if cached is None:
