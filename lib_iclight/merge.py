@@ -39,10 +39,13 @@ def _probe(tensors: List[torch.Tensor]) -> torch.Tensor:
         flat = t.detach().reshape(-1)
         n = flat.numel()
         views += [flat[:1], flat[n // 2:n // 2 + 1], flat[n - 1:]]
-    dtypes = {v.dtype for v in views}
-    if len(dtypes) > 1:
+    if not views:
+        return torch.empty(0)
+    if len({v.dtype for v in views}) > 1:
         views = [v.float() for v in views]
-    return torch.cat(views).cpu() if views else torch.empty(0)
+    if len({v.device for v in views}) > 1:  # e.g. the WebUI's --lowvram keeps blocks on different devices
+        views = [v.cpu() for v in views]
+    return torch.cat(views).cpu()
 
 
 def _cpu_backup(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -252,3 +252,4 @@ def test_merge_and_restore_callbacks(files):
     merger.ensure(ldm, files["fc"][0])
     merger.restore()
     assert events == [("merge", True), ("restore", True), ("merge", True), ("restore", True)]
+
