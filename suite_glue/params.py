@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable, Optional, Sequence
 
 XYZ_OVERRIDES_ATTR = "hdsuite_xyz_overrides"
+INFOTEXT_KEY = re.compile(r"\w[\w \-/]+")  # what the WebUI's infotext parser reads back as a key
 
 
 class ParamError(ValueError):
@@ -71,6 +73,10 @@ class ParamSpec:
         self.fields = [Field(name=f.name, type=_field_type(f.type), default=f.default, **f.metadata)
                        for f in dataclasses.fields(values_class)]
         self.by_name = {f.name: f for f in self.fields}
+        for f in self.fields:
+            key = self.infotext_key(f)
+            if (f.name == "enabled" or f.infotext is not None) and not INFOTEXT_KEY.fullmatch(key):
+                raise ValueError(f"infotext key {key!r} would not parse back: use letters, digits, spaces, - and /")
 
     # --- values -------------------------------------------------------------------------------------------
     def defaults(self):

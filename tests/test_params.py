@@ -106,3 +106,13 @@ def test_xyz_axes_apply_overrides_and_enable():
     with pytest.raises(ParamError, match="between"):
         xyz_grid_double.run_axis(xyz, p, "Sample Strength", ["7"])
     shared.opts.reset()
+
+
+def test_infotext_keys_that_would_not_parse_back_are_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Bad:
+        enabled: bool = param(False, "Enable")
+        scale: float = param(1.0, "Scale", infotext="scale++")
+
+    with pytest.raises(ValueError, match="would not parse back"):
+        ParamSpec(Bad, title="Bad")

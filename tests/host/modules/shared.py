@@ -97,3 +97,5 @@ state = State()
 total_tqdm = _Tqdm()
 cmd_opts = types.SimpleNamespace()
 sd_model = None
+
+from .options import OptionInfo  # noqa: E402,F401  (the WebUI re-exports it here)

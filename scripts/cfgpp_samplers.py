@@ -1,0 +1,82 @@
+"""CFG++ samplers in the WebUI's sampler list (UI, API `sampler_name`, X/Y/Z, hires sampler, infotext).
+
+Adapter only: the update rules live in lib_cfgpp. Registration happens when the WebUI loads this script.
+Infotext gets "CFGpp lambda" (the λ actually applied) and "CFGpp convention"; pasting such an infotext under
+another convention setting rewrites the pasted CFG scale so λ is the same.
+"""
+import functools
+
+import k_diffusion.sampling
+from tqdm.auto import trange
+
+from modules import script_callbacks, shared
+
+from hdsuite_imports import suite_import
+
+cfgpp = suite_import("lib_cfgpp")
+glue_samplers = suite_import("suite_glue.samplers")
+
+SETTING = "cfgpp_guidance_convention"
+INFOTEXT_LAMBDA = "CFGpp lambda"  # infotext keys may only hold word characters, spaces, - and /
+INFOTEXT_CONVENTION = "CFGpp convention"
+
+
+def current_convention() -> str:
+    return cfgpp.normalize_convention(getattr(shared.opts, SETTING, cfgpp.DEFAULT_CONVENTION))
+
+
+def _seeded_randn_like(x):
+    # resolved per draw: the WebUI swaps k_diffusion.sampling.torch for its seeded per-image RNG every pass
+    return k_diffusion.sampling.torch.randn_like(x)
+
+
+def _progress(n, disable):
+    return trange(n, disable=disable)
+
+
+def _with_infotext(bound):
+    """Write λ and the convention of this pass into the generation's infotext, then sample."""
+    @functools.wraps(bound)
+    def sample(model, x, sigmas, extra_args=None, *args, **kwargs):
+        p = getattr(model, "p", None)
+        if p is not None and extra_args is not None and "cond_scale" in extra_args:
+            convention = current_convention()
+            p.extra_generation_params[INFOTEXT_LAMBDA] = round(cfgpp.guidance_lambda(extra_args["cond_scale"], convention), 6)
+            p.extra_generation_params[INFOTEXT_CONVENTION] = convention
+        return bound(model, x, sigmas, extra_args, *args, **kwargs)
+    return sample
+
+
+def register():
+    entries = []
+    for definition in cfgpp.SAMPLERS:
+        bound = cfgpp.make_sampler(definition, convention=current_convention, randn_like=_seeded_randn_like,
+                                   progress=_progress)
+        entries.append((definition.label, _with_infotext(bound), definition.aliases, definition.base_label))
+    return glue_samplers.register_kdiffusion_samplers(entries)
+
+
+def on_ui_settings():
+    import gradio as gr
+    shared.opts.add_option(SETTING, shared.OptionInfo(
+        cfgpp.DEFAULT_CONVENTION, "CFG++ samplers: what the CFG scale means", gr.Radio,
+        {"choices": list(cfgpp.CONVENTIONS)}, section=("sampler-params", "Sampler parameters"),
+    ).info("CFG/12.5 = as the WebUI's DDIM CFG++ (λ = CFG / 12.5); CFG=lambda = as ComfyUI and Forge"))
+
+
+def on_infotext_pasted(infotext, params):
+    """Keep λ when the image was made under another convention: rewrite the CFG scale the paste will set."""
+    if INFOTEXT_LAMBDA not in params or INFOTEXT_CONVENTION not in params:
+        return
+    try:
+        made_with = cfgpp.normalize_convention(params[INFOTEXT_CONVENTION])
+        lam = float(params[INFOTEXT_LAMBDA])
+    except ValueError:
+        return
+    if made_with != current_convention():
+        params["CFG scale"] = str(round(cfgpp.cfg_scale_for_lambda(lam, current_convention()), 6))
+
+
+register()
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
