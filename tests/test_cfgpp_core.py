@@ -292,6 +292,39 @@ def test_last_step_to_sigma_zero_returns_the_guided_prediction():
         assert torch.allclose(out, guided(x, 2.0, 0.5), atol=1e-12), label
 
 
+def _schedules():
+    smin, smax, n = 0.0292, 14.6146, 8
+    karras_ = K.get_sigmas_karras(n, smin, smax)
+    ays = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029, 0.0]  # WebUI AYS SD1.5
+    kl = torch.tan(torch.arange(n + 1) / n * math.atan(smin) + (1 - torch.arange(n + 1) / n) * math.atan(smax))
+    return {
+        "karras": karras_, "exponential": K.get_sigmas_exponential(n, smin, smax),
+        "polyexponential": K.get_sigmas_polyexponential(n, smin, smax), "align_your_steps": torch.tensor(ays),
+        "kl_optimal (no final 0)": kl, "discard penultimate": torch.cat([karras_[:-2], karras_[-1:]]),
+        "img2img tail": karras_[4:],
+    }
+
+
+@pytest.mark.parametrize("schedule", list(_schedules()))
+def test_every_schedule_shape_reduces_to_the_base_sampler_at_lambda_zero(schedule):
+    """Schedule-agnostic: the WebUI's schedule types (final 0 or not, irregular spacing, truncated)."""
+    sigmas = _schedules()[schedule].double()
+    x = start_noise(20).double() * sigmas[0]
+
+    class Uncond(torch.nn.Module):
+        def forward(self, x, sigma, **_):
+            return AnalyticCFG.d_uncond(x, sigma[0].item())
+    for label in NAMES:
+        fn = registry.find(label).function
+        zero = fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.0}, multiplier=1.0,
+                  **({"noise_sampler": seeded_noise(x)} if label in ANCESTRAL else {}))
+        base = run_base(label, Uncond(), x, sigmas, {})
+        assert torch.allclose(zero, base, atol=1e-10, rtol=1e-10), (label, (zero - base).abs().max().item())
+        guided_run = fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.6}, multiplier=1.0,
+                        **({"noise_sampler": seeded_noise(x)} if label in ANCESTRAL else {}))
+        assert torch.isfinite(guided_run).all() and (guided_run - zero).abs().max() > 1e-3
+
+
 # ---------------------------------------------------------------- 5. determinism, families, host paths
 
 @pytest.mark.parametrize("label", NAMES)
