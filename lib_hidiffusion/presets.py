@@ -92,9 +92,14 @@ def layout_of(unet) -> str:
     if blocks is None or not hasattr(unet, "output_blocks"):
         raise ValueError("HiDiffusion: not an ldm/sgm UNetModel (no input_blocks/output_blocks)")
     downs = [i for i, b in enumerate(blocks) if type(b[0]).__name__ == "Downsample"]
-    if len(blocks) == 12 and downs == [3, 6, 9]:
+
+    def attention_at(index):
+        return any(type(layer).__name__ == "SpatialTransformer" for layer in blocks[index])
+
+    # the SDXL refiner has the SD1 block count but no attention at the top level: not supported
+    if len(blocks) == 12 and downs == [3, 6, 9] and attention_at(1):
         return "sd15"
-    if len(blocks) == 9 and downs == [3, 6]:
+    if len(blocks) == 9 and downs == [3, 6] and attention_at(4) and not attention_at(1):
         return "sdxl"
     raise ValueError(f"HiDiffusion: unsupported UNet layout ({len(blocks)} input blocks, Downsamples at "
                      f"{downs}); supported: SD1.x/SD2.x and SDXL layouts")
@@ -116,8 +121,9 @@ def resolve_family(unet, override: Optional[str] = None) -> str:
     return family
 
 
-def official_preset(family: str, latent_hw: Tuple[int, int]) -> Tuple[float, float, bool]:
-    """(T1 ratio, T2 ratio, aggressive) as the official code picks them for ``family`` at latent (H, W)."""
+def official_preset(family: str, latent_hw: Tuple[int, int], inpainting: bool = False) -> Tuple[float, float, bool]:
+    """(T1 ratio, T2 ratio, aggressive) as the official code picks them for ``family`` at latent (H, W);
+    the official turns the aggressive mode off for the SDXL inpainting model (``inpainting``)."""
     h, w = latent_hw
     if family in ("sd15", "sd21"):
         t1, t2 = OFFICIAL_RATIOS["sd15_1024" if (h < 256 or w < 256) else "sd15_2048"]
@@ -125,7 +131,7 @@ def official_preset(family: str, latent_hw: Tuple[int, int]) -> Tuple[float, flo
     if family == "sdxl":
         if h < 512 or w < 512:
             t1, t2 = OFFICIAL_RATIOS["sdxl_2048"]
-            return t1, t2, True
+            return t1, t2, not inpainting
         t1, t2 = OFFICIAL_RATIOS["sdxl_4096"]
         return t1, t2, False
     if family == "sdxl_turbo":
@@ -170,9 +176,13 @@ def make_config(unet, latent_hw: Tuple[int, int], family: Optional[str] = None, 
                 aggressive: Optional[bool] = None, shift_mode: str = "seeded",
                 fixed_shift: int = 0) -> HiDiffusionConfig:
     """Config for one pass at latent size ``latent_hw`` (pixels // 8): the official preset of the family and
-    size, with user overrides (``None`` keeps the preset value)."""
+    size, with user overrides (``None`` keeps the preset value). A UNet with extra input channels (SDXL
+    inpainting/edit models) gets the official inpainting default: not aggressive."""
+    h, w = (int(v) for v in latent_hw)
+    if h < 1 or w < 1:
+        raise ValueError(f"HiDiffusion: bad latent size {latent_hw!r}")
     fam = resolve_family(unet, family)
-    p1, p2, pagg = official_preset(fam, latent_hw)
+    p1, p2, pagg = official_preset(fam, (h, w), inpainting=getattr(unet, "in_channels", 4) != 4)
     blocks = {"sd15": SD15_BLOCKS, "sd21": SD15_BLOCKS, "sdxl": SDXL_BLOCKS, "sdxl_turbo": SDXL_TURBO_BLOCKS}[fam]
     return HiDiffusionConfig(
         family=fam, blocks=blocks, rau_net=bool(rau_net), msw_msa=bool(msw_msa),

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 import lib_hidiffusion as H
 from lib_hidiffusion import wrap
-from support.hidiffusion_oracle import official_apply, official_module, to_diffusers, webui_cat_hijack
+from support.hidiffusion_oracle import (minimal_diffusers_unet, official_apply, official_module,
+                                        webui_cat_hijack)
 from support.kdiffusion_import import import_k_diffusion
 from support.tiny_models import make_context, make_unet
 
@@ -265,8 +266,7 @@ class _Recorder:
 def official_model(family, size_hw, monkeypatch):
     """An official-patched diffusers UNet whose latent-size rule sees ``size_hw`` (its size hook is replaced
     while the tensors stay small), and the recorder of its RAU-Net activity."""
-    unet = make_unet("sdxl" if family.startswith("sdxl") else family, seed=4)
-    dunet = to_diffusers(unet, family)
+    dunet = minimal_diffusers_unet("sdxl" if family.startswith("sdxl") else "sd15")
     official_apply(dunet, family, 1, apply_window_attn=False)
     rec = _Recorder()
     monkeypatch.setattr(official_module(), "F", rec)
@@ -280,7 +280,7 @@ def official_phases(dunet, rec, family, total_steps):
     to 0 at the end, so generations can follow each other)."""
     dunet._num_timesteps = total_steps
     x = torch.randn(1, 4, 8, 8)
-    ctx = make_context("sdxl" if family.startswith("sdxl") else family)
+    ctx = torch.randn(1, 4, 16)
     out = []
     for _ in range(total_steps):
         rec.rad = rec.pool = False
@@ -341,3 +341,40 @@ def test_step_locator(sampler, hint, steps):
         locator = H.StepLocator(schedule, second_call_at_next=hint)
         assert [locator.locate(s) for s in record] == truth
         assert locator.total_steps == len(schedule) - 1
+
+
+# -- presets ---------------------------------------------------------------------------------------------
+
+def test_presets_follow_the_official_tables():
+    """Family from structure (+ override), official T1/T2/aggressive by latent size read from the official
+    module's own dict and flags, user overrides, and clear errors."""
+    official = official_module()
+    table = official.switching_threshold_ratio_dict
+    sd, xl = make_unet("sd15"), make_unet("sdxl")
+    assert H.layout_of(sd) == "sd15" and H.layout_of(make_unet("sd21")) == "sd15" and H.layout_of(xl) == "sdxl"
+    cases = [(sd, None, (128, 128), "sd15_1024", False), (sd, None, (255, 400), "sd15_1024", False),
+             (sd, "sd21", (256, 256), "sd15_2048", False),
+             (xl, None, (256, 256), "sdxl_2048", official.is_aggressive_raunet),
+             (xl, None, (512, 512), "sdxl_4096", False), (xl, "sdxl-turbo", (128, 128), "sdxl_turbo_1024", False)]
+    for unet, family, hw, key, aggressive in cases:
+        config = H.make_config(unet, hw, family)
+        assert (config.t1, config.t2, config.aggressive) == (table[key]["T1_ratio"], table[key]["T2_ratio"],
+                                                             aggressive), key
+    assert official.aggressive_step / 50 == H.make_config(xl, (64, 64)).aggressive_step_ratio
+    inpaint = make_unet("sdxl", in_channels=9)
+    assert not H.make_config(inpaint, (64, 64)).aggressive  # official: inpainting_is_aggressive_raunet
+    custom = H.make_config(xl, (64, 64), t1=0.5, t2=0.2, aggressive=False, msw_msa=False)
+    assert (custom.t1, custom.t2, custom.aggressive, custom.msw_msa, custom.rau_net) == (0.5, 0.2, False, False, True)
+    with pytest.raises(ValueError, match="does not match"):
+        H.make_config(sd, (64, 64), "sdxl")
+    with pytest.raises(ValueError, match="unknown model family"):
+        H.make_config(sd, (64, 64), "sd3")
+    with pytest.raises(ValueError, match="t1"):
+        H.make_config(sd, (64, 64), t1=1.5)
+    with pytest.raises(ValueError, match="aggressive"):
+        H.make_config(sd, (64, 64), aggressive=True)
+    refiner_like = make_unet("sd15")
+    for i in (1, 2):
+        refiner_like.input_blocks[i] = refiner_like.input_blocks[i][:1]
+    with pytest.raises(ValueError, match="unsupported UNet layout"):
+        H.layout_of(refiner_like)

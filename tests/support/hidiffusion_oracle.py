@@ -127,3 +127,22 @@ def official_set_step(dunet, step: int) -> int:
             module.timestep = step
             count += 1
     return count
+
+
+def minimal_diffusers_unet(layout: str):
+    """A very small random diffusers UNet with the SD1.5 or SDXL block structure (same module names as the
+    real ones, which is all the official strategy looks at): cheap enough to run the official step counting
+    for hundreds of calls. Cross-attention dim 16."""
+    from diffusers import UNet2DConditionModel
+    if layout == "sd15":
+        kwargs = dict(down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                      up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                      block_out_channels=(8, 16, 16, 16))
+    else:
+        kwargs = dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                      block_out_channels=(8, 16, 16), transformer_layers_per_block=2)
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+                                norm_num_groups=4, cross_attention_dim=16, attention_head_dim=2,
+                                **kwargs).eval()
