@@ -9,7 +9,7 @@ import functools
 import k_diffusion.sampling
 from tqdm.auto import trange
 
-from modules import script_callbacks, shared
+from modules import script_callbacks, scripts, shared
 
 from hdsuite_imports import suite_import
 
@@ -28,6 +28,20 @@ def current_convention() -> str:
 def _seeded_randn_like(x):
     # resolved per draw: the WebUI swaps k_diffusion.sampling.torch for its seeded per-image RNG every pass
     return k_diffusion.sampling.torch.randn_like(x)
+
+
+def _blend_like_host(model, denoised_uncond, sigma):
+    """Blend D_∅ exactly as the CFG denoiser blends the guided prediction for inpainting, including the
+    `on_mask_blend` script hook (soft inpainting), so the preserved region follows the base sampler's rule."""
+    if model.mask is None or model.mask_before_denoising:
+        return denoised_uncond
+    blended = denoised_uncond * model.nmask + model.init_latent * model.mask
+    if model.p is not None and model.p.scripts is not None:
+        mba = scripts.MaskBlendArgs(denoised_uncond, model.nmask, model.init_latent, model.mask, blended,
+                                    denoiser=model, sigma=sigma)
+        model.p.scripts.on_mask_blend(model.p, mba)
+        blended = mba.blended_latent
+    return blended
 
 
 def _progress(n, disable):
@@ -51,8 +65,9 @@ def register():
     entries = []
     for definition in cfgpp.SAMPLERS:
         bound = cfgpp.make_sampler(definition, convention=current_convention, randn_like=_seeded_randn_like,
-                                   progress=_progress)
-        entries.append((definition.label, _with_infotext(bound), definition.aliases, definition.base_label))
+                                   uncond_blend=_blend_like_host, progress=_progress)
+        entries.append((definition.label, _with_infotext(bound), definition.aliases, definition.base_label,
+                        definition.base_function))
     return glue_samplers.register_kdiffusion_samplers(entries)
 
 

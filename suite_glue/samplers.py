@@ -11,12 +11,17 @@ from typing import Callable, Iterable
 
 
 def register_kdiffusion_samplers(entries: Iterable[tuple]) -> list:
-    """`entries`: (label, function, aliases, base_label). Options (scheduler, second_order, uses_ensd, ...) are
-    copied from the WebUI sampler named `base_label`. Returns the `SamplerData` registered."""
+    """`entries`: (label, function, aliases, base_label, base_function). Options (scheduler, second_order,
+    uses_ensd, ...) are copied from the WebUI sampler named `base_label`, and the settings-driven extra parameters
+    (s_noise, s_churn, ...) from k-diffusion's `base_function`, so the WebUI passes them as to the base sampler
+    when the function accepts them. Returns the `SamplerData` registered."""
     from modules import sd_samplers, sd_samplers_common, sd_samplers_kdiffusion
 
     registered = []
-    for label, function, aliases, base_label in entries:
+    for label, function, aliases, base_label, base_function in entries:
+        extra = sd_samplers_kdiffusion.sampler_extra_params.get(base_function)
+        if extra:
+            sd_samplers_kdiffusion.sampler_extra_params[function] = list(extra)
         base = sd_samplers.all_samplers_map.get(base_label)
         options = dict(base.options) if base is not None else {}
         data = sd_samplers_common.SamplerData(label, _constructor(sd_samplers_kdiffusion, function), list(aliases), options)

@@ -158,3 +158,40 @@ def test_ngms_skipped_uncond_is_well_defined(label):
     shared.opts.skip_early_cond = 0.5
     result = txt2img(sampler_name=label, steps=4)
     assert torch.isfinite(result.latents).all() and "Skip Early CFG" in result.extra_generation_params
+
+
+def test_soft_inpainting_hook_sees_the_uncond_blend_too():
+    """A script's on_mask_blend (soft inpainting) runs for the guided prediction inside the denoiser; CFG++
+    passes D_∅ through the same hook, so each denoiser step blends twice with a denoiser and sigma."""
+    from modules import scripts
+
+    class SoftBlend(scripts.Script):
+        def __init__(self):
+            self.calls = []
+
+        def title(self):
+            return "soft"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def on_mask_blend(self, p, mba, *args):
+            self.calls.append(mba.denoiser is not None)
+            mba.blended_latent = 0.5 * (mba.blended_latent + mba.current_latent)
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    soft = SoftBlend()
+    img2img([soft], [], arg_counts=[0], sampler_name="Euler CFG++", image_mask=mask, steps=4, denoising_strength=0.8)
+    # strength 0.8 of 4 steps runs t_enc + 1 = 4 denoiser calls: 2 blends each (guided + uncond), then the
+    # final blend of the processing object, without a denoiser
+    assert soft.calls == [True] * 8 + [False]
+
+
+def test_s_noise_setting_reaches_ancestral_cfgpp_samplers():
+    from modules import sd_samplers_kdiffusion
+    fn = sd_samplers.all_samplers_map["DPM++ 2S a CFG++"].constructor(shared.sd_model).func
+    assert sd_samplers_kdiffusion.sampler_extra_params[fn] == ["s_noise"]
+    a = txt2img(sampler_name="DPM++ 2S a CFG++", steps=3, s_noise=1.0).latents
+    b = txt2img(sampler_name="DPM++ 2S a CFG++", steps=3, s_noise=0.0).latents
+    assert not torch.equal(a, b)

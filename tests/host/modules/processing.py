@@ -201,7 +201,12 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             self.scripts.process_before_every_sampling(p=self, x=self.init_latent, noise=x, c=conditioning, uc=unconditional_conditioning)
         samples = self.sampler.sample_img2img(self, self.init_latent, x, conditioning, unconditional_conditioning, image_conditioning=self.image_conditioning)
         if self.mask is not None:
-            samples = samples * self.nmask + self.init_latent * self.mask
+            blended = samples * self.nmask + self.init_latent * self.mask
+            if self.scripts is not None:
+                mba = scripts.MaskBlendArgs(samples, self.nmask, self.init_latent, self.mask, blended)
+                self.scripts.on_mask_blend(self, mba)
+                blended = mba.blended_latent
+            samples = blended
         return samples
 
 
@@ -271,6 +276,7 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
             if p.scripts is not None:
                 p.scripts.postprocess_batch(p, decoded, batch_number=n)
             for i, x_sample in enumerate(decoded):
+                p.batch_index = i
                 image = Image.fromarray((255. * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8))
                 if p.scripts is not None:
                     pp = scripts.PostprocessImageArgs(image)

@@ -65,8 +65,14 @@ class CFGDenoiser(torch.nn.Module):
     def get_pred_x0(self, x_in, x_out, sigma):
         return x_out
 
-    def _blend(self, latent):
-        return latent * self.nmask + self.init_latent * self.mask
+    def _blend(self, latent, sigma=None):
+        blended = latent * self.nmask + self.init_latent * self.mask
+        if self.p.scripts is not None:
+            from . import scripts
+            mba = scripts.MaskBlendArgs(latent, self.nmask, self.init_latent, self.mask, blended, denoiser=self, sigma=sigma)
+            self.p.scripts.on_mask_blend(self.p, mba)
+            blended = mba.blended_latent
+        return blended
 
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
@@ -79,7 +85,7 @@ class CFGDenoiser(torch.nn.Module):
         assert not is_edit_model or all(len(c) == 1 for c in conds_list), "AND is not supported for InstructPix2Pix checkpoint"
 
         if self.mask_before_denoising and self.mask is not None:
-            x = self._blend(x)
+            x = self._blend(x, sigma)
 
         batch_size = len(conds_list)
         repeats = [len(c) for c in conds_list]
@@ -155,7 +161,7 @@ class CFGDenoiser(torch.nn.Module):
             denoised = self.combine_denoised(x_out, conds_list, uncond, cond_scale * self.cond_scale_miltiplier)
 
         if not self.mask_before_denoising and self.mask is not None:
-            denoised = self._blend(denoised)
+            denoised = self._blend(denoised, sigma)
 
         self.sampler.last_latent = self.get_pred_x0(torch.cat([x_in[i:i + 1] for i in denoised_image_indexes]),
                                                     torch.cat([x_out[i:i + 1] for i in denoised_image_indexes]), sigma)
