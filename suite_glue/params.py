@@ -27,9 +27,12 @@ def param(default, label: str, *, minimum=None, maximum=None, step=None, choices
           ui: Optional[str] = None):
     """Declare one argument. `infotext`: the key suffix written to the infotext (None: not written).
     `kind`: 'image' for image inputs (PIL / numpy / base64 string). `ui`: 'radio' | 'number' | 'dropdown' | 'slider'
-    to choose the control; by default bools are checkboxes, numbers with a range sliders, choices dropdowns."""
-    metadata = dict(label=label, minimum=minimum, maximum=maximum, step=step,
-                    choices=tuple(choices) if choices is not None else None,
+    to choose the control; by default bools are checkboxes, numbers with a range sliders, choices dropdowns.
+    `choices` may be a callable returning the current list (e.g. files in a folder): it is called when the UI or an
+    X/Y/Z axis is built, and values are not checked against it (the feature validates them when it runs)."""
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    metadata = dict(label=label, minimum=minimum, maximum=maximum, step=step, choices=choices,
                     infotext=infotext, xyz=xyz, info=info, kind=kind, ui=ui)
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -49,6 +52,12 @@ class Field:
     info: Optional[str] = None
     kind: Optional[str] = None
     ui: Optional[str] = None
+
+    def choice_list(self) -> Optional[list]:
+        """The current choices (a callable's result for dynamic choices), or None."""
+        if self.choices is None:
+            return None
+        return list(self.choices() if callable(self.choices) else self.choices)
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str}
@@ -128,7 +137,7 @@ class ParamSpec:
         if f.type is str:
             if not isinstance(value, str):
                 raise ParamError(f"{where} must be a string, got {value!r}")
-            if f.choices is not None and value not in f.choices:
+            if f.choices is not None and not callable(f.choices) and value not in f.choices:
                 raise ParamError(f"{where} must be one of {list(f.choices)}, got {value!r}")
             return value
         return value

@@ -19,9 +19,12 @@ def _control(gr, f: Field, elem_id: str):
         step = f.step if f.step is not None else (1 if f.type is int else 0.01)
         return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=step, value=f.default, **common)
     if f.choices is not None:
+        choices, value = f.choice_list(), f.default
+        if callable(f.choices) and value not in choices:  # dynamic choices: start on the first one found
+            value = choices[0] if choices else None
         if f.ui == "radio":
-            return gr.Radio(choices=list(f.choices), value=f.default, **common)
-        return gr.Dropdown(choices=list(f.choices), value=f.default, **common)
+            return gr.Radio(choices=choices, value=value, **common)
+        return gr.Dropdown(choices=choices, value=value, **common)
     return gr.Textbox(value=f.default, **common)
 
 

@@ -30,7 +30,7 @@ def register_axes(spec: ParamSpec) -> list:
         if label in existing:
             continue
         if f.choices is not None:
-            axis = xyz.AxisOption(label, str, spec.xyz_apply(f.name), choices=lambda c=f.choices: list(c))
+            axis = xyz.AxisOption(label, str, spec.xyz_apply(f.name), choices=f.choice_list)
         elif f.type is bool:
             axis = xyz.AxisOption(label, str, spec.xyz_apply(f.name), choices=lambda: ["True", "False"])
         else:

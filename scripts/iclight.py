@@ -1,0 +1,286 @@
+"""IC-Light relighting (fc / fbc offset files) in txt2img and img2img: accordion, API, X/Y/Z, infotext.
+
+Adapter only: file handling, merging, conditioning, light ramps and detail restore live in lib_iclight.
+Hooks, per generation:
+- before_process: off -> restore any merge (heals a merge left by an earlier run; off is bit-identical to
+  never using IC-Light). On -> resolve and validate everything (file, its kind vs the chosen mode, foregrounds,
+  background) without touching the model; any problem stops the generation before sampling (fail_generation).
+- process: merge (once per file/checkpoint; no re-merge while intact) and install the concat provider as this
+  `p`'s txt2img / img2img image conditioning: every sampling pass (hires included) gets the concat at its size.
+- process_before_every_sampling: fc lighting preference (img2img only, first pass): the demo's light ramp
+  replaces the initial latent; the img2img denoising strength plays the demo's "denoise" (0.9 there).
+- postprocess_image: optional detail restore from the prepared foreground.
+
+API (`alwayson_scripts: {"IC-Light": {"args": [...]}}`): positional values in field order, or one dict keyed
+by field name. Images are base64 strings (data URLs accepted); `foreground` (and `mask`) may also be a list:
+one per image of the batch (batch_size entries; the same list for every batch of n_iter).
+Lighting preference in txt2img: the WebUI's txt2img always starts from pure noise, so the light ramp (an
+initial image) needs img2img; in txt2img a lighting preference other than None is refused with that advice.
+"""
+import base64
+import dataclasses
+import io
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from modules import devices, paths, script_callbacks, scripts, shared
+
+from hdsuite_imports import suite_import
+
+iclight = suite_import("lib_iclight")
+glue_params = suite_import("suite_glue.params")
+glue_ui = suite_import("suite_glue.ui")
+glue_xyz = suite_import("suite_glue.xyz")
+glue_failure = suite_import("suite_glue.failure")
+param = glue_params.param
+
+TITLE = "IC-Light"
+RUN_ATTR = "iclight_run"
+REMOVERS = {"rembg": "auto", "none": None}
+
+
+def model_folder() -> str:
+    """`--iclight-dir`, else `<models>/ic-light`."""
+    return getattr(shared.cmd_opts, "iclight_dir", None) or os.path.join(paths.models_path, "ic-light")
+
+
+def model_choices() -> list:
+    return iclight.list_model_files(model_folder())
+
+
+@dataclasses.dataclass(frozen=True)
+class ICLightArgs:
+    enabled: bool = param(False, "Enable")
+    model: str = param("", "Model file", choices=model_choices, infotext="model", xyz=True,
+                       info="iclight_sd15_fc / fcon / fbc .safetensors in models/ic-light (or --iclight-dir)")
+    mode: str = param("auto", "Mode", choices=("auto", "fc", "fbc"), infotext="mode", ui="radio",
+                      info="auto: from the file (fc = foreground, fbc = foreground + background)")
+    foreground: object = param(None, "Foreground", kind="image")
+    mask: object = param(None, "Foreground mask (optional; white = keep)", kind="image")
+    remover: str = param("rembg", "Background removal", choices=tuple(REMOVERS), infotext="remover", ui="radio",
+                         info="used when the foreground has no transparency and no mask: rembg, or none (whole image)")
+    bg_source: str = param(iclight.FBC_SOURCES["upload"], "Background source (fbc)",
+                           choices=tuple(iclight.FBC_SOURCES.values()), infotext="background", xyz=True)
+    background: object = param(None, "Background image (fbc)", kind="image")
+    lighting: str = param(iclight.FC_LIGHTS["none"], "Lighting preference (fc, img2img)",
+                          choices=tuple(iclight.FC_LIGHTS.values()), infotext="lighting", xyz=True,
+                          info="initial light image as in the demo; use denoising strength ~0.9")
+    detail_restore: bool = param(False, "Restore detail", infotext="detail restore", xyz=True)
+    detail_radius: int = param(5, "Detail blur radius (odd)", minimum=1, maximum=31, step=2,
+                               infotext="detail radius", xyz=True)
+
+
+SPEC = glue_params.ParamSpec(ICLightArgs, title=TITLE, infotext_prefix=TITLE)
+
+
+@dataclasses.dataclass
+class Run:
+    """What before_process resolved for one generation (stored on `p`)."""
+    values: ICLightArgs  # `mode` is the file's kind
+    offset: object
+    spec: object
+    img2img: bool
+    provider: Optional[object] = None
+
+
+# --- images from the UI (PIL) or the API (base64) ------------------------------------------------------------
+def _image(value, name: str):
+    label = SPEC.by_name[name].label
+    if isinstance(value, dict):  # gradio image editor value
+        value = value.get("image")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (Image.Image, np.ndarray)):
+        return value
+    if isinstance(value, str):
+        data = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+            image.load()
+            return image
+        except Exception as exc:
+            raise glue_params.ParamError(f"{TITLE}: argument '{name}' ({label}) is not a base64-encoded image "
+                                         f"({type(exc).__name__}: {exc})") from None
+    raise glue_params.ParamError(f"{TITLE}: argument '{name}' ({label}) must be an image (a base64 string), "
+                                 f"got {type(value).__name__}")
+
+
+def _images(value, name: str) -> list:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    images = [_image(v, name) for v in values]
+    return [i for i in images if i is not None]
+
+
+# --- the built-in LoRA extension (extensions-builtin/Lora/networks.py) --------------------------------------
+def _networks():
+    module = sys.modules.get("networks")
+    if module is None:
+        try:
+            import networks as module  # only importable where the built-in Lora extension is
+        except Exception:
+            return None
+    if not all(hasattr(module, n) for n in ("network_restore_weights_from_backup", "network_reset_cached_weight")):
+        return None
+    return module
+
+
+def _lora_modules(unet):
+    for module in unet.modules():
+        if getattr(module, "network_weights_backup", None) is not None or \
+                getattr(module, "network_bias_backup", None) is not None:
+            yield module
+
+
+def lora_unapply(unet) -> None:
+    """Put LoRA's backed-up weights back and forget its cache, so IC-Light merges into (or checks) the
+    weights without LoRA; LoRA re-applies itself on the next forward, backing up the merged weights."""
+    networks = _networks()
+    if networks is None:
+        return
+    for module in list(_lora_modules(unet)):
+        networks.network_restore_weights_from_backup(module)
+        networks.network_reset_cached_weight(module)
+
+
+def lora_forget(unet) -> None:
+    """After a restore LoRA's backups hold merged weights: drop them (LoRA backs up the originals again)."""
+    networks = _networks()
+    if networks is None:
+        return
+    for module in list(_lora_modules(unet)):
+        networks.network_reset_cached_weight(module)
+
+
+MERGER = iclight.Merger(before_merge=lora_unapply, after_restore=lora_forget)
+
+
+# --- hooks ---------------------------------------------------------------------------------------------------
+def _encoder(p):
+    return lambda x: p.sd_model.encode_first_stage(x.to(devices.device, devices.dtype_vae))
+
+
+def _unet(model):
+    inner = getattr(model, "model", None)
+    return getattr(inner, "diffusion_model", None)
+
+
+def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
+    """Everything checked before the model is touched; raises ICLightError / ParamError naming the fix."""
+    foregrounds = _images(values.foreground, "foreground") or [None]  # None -> the core's 'needs a foreground'
+    masks = _images(values.mask, "mask")
+    background = _image(values.background, "background")
+    lighting = iclight.parse_fc_light(values.lighting)
+    if lighting != "none" and not img2img:
+        raise iclight.ICLightError(f"{TITLE}: the lighting preference '{values.lighting}' is an initial image, "
+                                   "which needs img2img: use the img2img tab (any input image, denoising strength "
+                                   "~0.9) or set the lighting preference to None.")
+    if values.detail_restore and values.detail_radius % 2 == 0:
+        raise glue_params.ParamError(f"{TITLE}: argument 'detail_radius' must be odd, got {values.detail_radius}")
+    offset = MERGER.open(iclight.resolve_model_path(values.model, model_folder()))
+    if values.mode != "auto" and values.mode != offset.kind:
+        raise iclight.ICLightError(
+            f"{TITLE}: mode '{values.mode}' was chosen but {os.path.basename(offset.path)} is an {offset.kind} model "
+            f"(its first convolution takes {offset.in_channels} channels). Pick an {values.mode} file "
+            f"(iclight_sd15_{'fc' if values.mode == 'fc' else 'fbc'}) or set the mode to auto.")
+    if offset.kind == "fbc" and lighting != "none":
+        raise iclight.ICLightError(f"{TITLE}: the lighting preference is for fc models; with {offset.kind} the light "
+                                   "comes from the background source. Set the lighting preference to None.")
+    if len(foregrounds) not in (1, p.batch_size):
+        raise iclight.ICLightError(f"{TITLE} got {len(foregrounds)} foregrounds for a batch of {p.batch_size} "
+                                   "images; give one foreground, or one per image of the batch.")
+    if len(masks) not in (0, 1, len(foregrounds)):
+        raise iclight.ICLightError(f"{TITLE} got {len(masks)} masks for {len(foregrounds)} foregrounds; "
+                                   "give one mask, or one per foreground.")
+    remover = REMOVERS[values.remover]
+    prepared = [iclight.prepare_foreground(fg, masks[i % len(masks)] if masks else None, remover)
+                for i, fg in enumerate(foregrounds)]
+    spec = iclight.make_concat_spec(offset.kind, prepared, p.width, p.height, values.bg_source, background)
+    return Run(values=dataclasses.replace(values, mode=offset.kind), offset=offset, spec=spec, img2img=img2img)
+
+
+class ICLightScript(scripts.Script):
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        controls = glue_ui.build_controls(SPEC, self.elem_id)
+        self.infotext_fields = SPEC.paste_fields(controls)
+        return controls
+
+    def before_process(self, p, *args):
+        setattr(p, RUN_ATTR, None)
+        try:
+            values = SPEC.parse(args, p)
+            if not values.enabled:
+                MERGER.restore()
+                return
+            setattr(p, RUN_ATTR, resolve(p, values, img2img=hasattr(p, "init_images")))
+        except Exception as error:
+            glue_failure.fail_generation(p, error)
+
+    def process(self, p, *args):
+        run = getattr(p, RUN_ATTR, None)
+        if run is None:
+            return
+        try:
+            unet = _unet(p.sd_model)
+            if unet is not None:
+                lora_unapply(unet)
+            MERGER.ensure(p.sd_model, run.offset)
+        except Exception as error:
+            setattr(p, RUN_ATTR, None)
+            glue_failure.fail_generation(p, error)
+            return
+        provider = run.provider = iclight.ConcatProvider(run.spec, _encoder(p), p.sd_model.scale_factor)
+        p.txt2img_image_conditioning = lambda x, width=None, height=None: provider.for_latent(x)
+        p.img2img_image_conditioning = (lambda source_image, latent_image, image_mask=None, round_image_mask=True:
+                                        provider.for_latent(latent_image))
+        p.extra_generation_params.update(SPEC.infotext(run.values))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        run = getattr(p, RUN_ATTR, None)
+        if run is None or not run.img2img or p.is_hr_pass or getattr(p, "init_latent", None) is None:
+            return
+        try:
+            latent = iclight.fc_initial_latent(run.values.lighting, p.width, p.height, _encoder(p),
+                                               p.sd_model.scale_factor)
+            if latent is not None:
+                p.init_latent = iclight.match_batch(latent, p.init_latent.shape[0]).to(p.init_latent)
+        except Exception as error:
+            glue_failure.fail_generation(p, error)
+
+    def postprocess_image(self, p, pp, *args):
+        run = getattr(p, RUN_ATTR, None)
+        if run is None or not run.values.detail_restore:
+            return
+        foregrounds = run.spec.foregrounds
+        original = foregrounds[getattr(p, "batch_index", 0) % len(foregrounds)]
+        restored = iclight.restore_detail(np.array(pp.image.convert("RGB")), original, run.values.detail_radius)
+        pp.image = Image.fromarray(restored)
+
+
+def on_model_loaded(sd_model):
+    MERGER.restore()
+
+
+def on_script_unloaded():
+    iclight.restore_all()
+
+
+def register_axes():
+    return glue_xyz.register_axes(SPEC)
+
+
+# Scripts are executed again on "Reload UI": drop this file's earlier callbacks, then register once.
+script_callbacks.remove_current_script_callbacks()
+script_callbacks.on_model_loaded(on_model_loaded, name="IC-Light restore")
+script_callbacks.on_script_unloaded(on_script_unloaded, name="IC-Light restore all")
+script_callbacks.on_before_ui(register_axes, name="IC-Light X/Y/Z axes")
+register_axes()

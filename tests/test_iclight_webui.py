@@ -1,0 +1,519 @@
+"""IC-Light through the WebUI host double: whole txt2img / img2img / hires generations on a tiny SD 1.5 model
+with synthetic offset files (diffusers key names, as the official files), checked at the UNet's input and output.
+
+Covers the issue's must-show items at the WebUI level: parity with the demo's merge (diffusers UNet merged the
+demo's way, fed what our UNet was fed), exact restore (also after a crash mid-sampling), no re-merge, concat rows
+per image (batch 2, AND, batch_cond_uncond off), hires size, bad inputs stopped before sampling, API forms,
+infotext/paste, UI, X/Y/Z and the built-in LoRA interplay."""
+import base64
+import io
+import os
+import sys
+import types
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modules import infotext_utils, processing, script_callbacks, shared
+
+import xyz_grid_double
+from lib_iclight.images import resize_and_center_crop
+from lib_iclight import remover_available
+from lib_iclight.detail import restore_detail
+from support.generation import img2img, load_model, reset_host, txt2img
+from support.iclight_fixtures import demo_merge, diffusers_twin, module_tree, state_hash, write_offset_file
+from support.scripts_loader import load_script, unload_callbacks
+
+SCRIPT_FILE = "iclight.py"
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ic-light")
+    fc_path, fc_offsets = write_offset_file(str(path), "fc.safetensors", in_channels=8, seed=5)
+    fbc_path, fbc_offsets = write_offset_file(str(path), "fbc.safetensors", in_channels=12, seed=6)
+    (path / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    return types.SimpleNamespace(path=str(path), fc=fc_path, fbc=fbc_path, offsets={"fc": fc_offsets, "fbc": fbc_offsets})
+
+
+@pytest.fixture(scope="module")
+def script(folder):
+    shared.cmd_opts.iclight_dir = folder.path
+    module = load_script(SCRIPT_FILE)
+    yield module
+    module.MERGER.restore()
+    unload_callbacks(SCRIPT_FILE)
+    del shared.cmd_opts.iclight_dir
+
+
+@pytest.fixture(autouse=True)
+def _host(script, folder):
+    reset_host()
+    shared.cmd_opts.iclight_dir = folder.path
+    load_model("sd15")  # fires on_model_loaded -> the previous test's merge is restored
+    yield
+    assert not script_callbacks.reported_errors, script_callbacks.reported_errors
+    reset_host()
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+def rgba_image(seed: int, size=(64, 64)) -> Image.Image:
+    """Random colours with a soft disc of alpha (so no background remover is needed)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - w / 2 + seed, yy - h / 2) / (min(w, h) / 2)
+    alpha = np.clip((1.0 - r) * 400, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+
+
+def b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def demo_foreground(image: Image.Image) -> np.ndarray:
+    """The demo's run_rmbg with a known alpha: 127 + (rgb - 127) * alpha, uint8."""
+    array = np.asarray(image).astype(np.float32)
+    return np.clip(127 + (array[..., :3] - 127) * (array[..., 3:] / 255.0), 0, 255).astype(np.uint8)
+
+
+def encode(model, images) -> torch.Tensor:
+    """The demo's encoding: x / 127 - 1, VAE posterior mode, * scale factor."""
+    x = torch.stack([torch.from_numpy(np.ascontiguousarray(i)).float() / 127.0 - 1.0 for i in images]).movedim(-1, 1)
+    return model.encode_first_stage(x).mode() * model.scale_factor
+
+
+def defaults(script):
+    return script.SPEC.positional(script.SPEC.defaults())
+
+
+def api_args(script, values: dict) -> list:
+    """What the API puts in the script's slots for `{"args": [values]}`: the dict first, UI defaults after."""
+    return [values] + defaults(script)[1:]
+
+
+def generate(script, values=None, positional=None, mode="txt2img", **fields):
+    args = positional if positional is not None else api_args(script, values or {})
+    run = txt2img if mode == "txt2img" else img2img
+    return run(script_list=[script.ICLightScript()], script_args=args, arg_counts=[len(args)], **fields)
+
+
+def fc_on(**changes):
+    return {"enabled": True, "model": "fc.safetensors", "foreground": b64(rgba_image(1)), **changes}
+
+
+class UNetSpy:
+    """Records the UNet's inputs (x with the concat channels, timesteps, context) and outputs."""
+
+    def __init__(self, model=None, raise_at=None):
+        self.unet = (model or shared.sd_model).model.diffusion_model
+        self.calls, self.raise_at = [], raise_at
+        self.handles = [self.unet.register_forward_hook(self._hook, with_kwargs=True),
+                        self.unet.register_forward_pre_hook(self._pre, with_kwargs=True)]
+
+    def _pre(self, module, args, kwargs):
+        if self.raise_at is not None and len(self.calls) == self.raise_at:
+            self.raise_at = None
+            raise RuntimeError("UNet failed mid-sampling (test)")
+
+    def _hook(self, module, args, kwargs, output):
+        context = kwargs.get("context")
+        self.calls.append(types.SimpleNamespace(x=args[0].detach().clone(), t=args[1].detach().clone(),
+                                                context=context.detach().clone(), out=output.detach().clone()))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+# --- 1. parity with the demo's merge, through a whole generation ------------------------------------------------
+@pytest.mark.parametrize("kind", ["fc", "fbc"])
+def test_generation_matches_the_demo_merged_diffusers_unet(script, folder, kind):
+    model = shared.sd_model
+    reference = demo_merge(diffusers_twin(model.model.diffusion_model), folder.offsets[kind])
+    fg = rgba_image(1)
+    values = fc_on(model=f"{kind}.safetensors")
+    if kind == "fbc":
+        values["bg_source"] = "Left Light"
+    with UNetSpy() as spy:
+        generate(script, values, steps=3)
+    assert len(spy.calls) == 3
+    expected = encode(model, [demo_foreground(fg)])
+    if kind == "fbc":  # the demo's left light: linspace(224, 32, W) per row, uint8
+        ramp = np.tile(np.linspace(224, 32, 64), (64, 1))
+        expected = torch.cat([expected, encode(model, [np.stack([ramp] * 3, -1).astype(np.uint8)])], dim=1)
+    for call in spy.calls:
+        assert call.x.shape[1] == 4 + expected.shape[1]
+        for row in call.x[:, 4:]:  # cond and uncond rows alike
+            assert torch.allclose(row, expected[0], atol=1e-6)
+        with torch.no_grad():
+            ref = reference(call.x, call.t, encoder_hidden_states=call.context).sample
+        assert ref.abs().max() > 1e-2
+        torch.testing.assert_close(call.out, ref, atol=1e-4, rtol=0)
+
+
+# --- 2. restore -------------------------------------------------------------------------------------------------
+def test_off_after_on_is_bit_identical_to_never_using_it(script):
+    model = shared.sd_model
+    unet_hash, tree = state_hash(model), module_tree(model)
+    never = txt2img(seed=3).latents
+    off_before = generate(script, {"enabled": False}, seed=3).latents
+    assert torch.equal(never, off_before)
+    on = generate(script, fc_on(), seed=3)
+    generate(script, fc_on(), seed=4)
+    assert not torch.equal(on.latents, never) and state_hash(model) != unet_hash
+    off = generate(script, {"enabled": False}, seed=3)
+    assert torch.equal(off.latents, never)
+    assert state_hash(model) == unet_hash and module_tree(model) == tree
+    assert model.model.conditioning_key == "crossattn" and model.model.diffusion_model.in_channels == 4
+    assert "IC-Light" not in off.infotexts[0]
+
+
+def test_exception_mid_sampling_then_off_is_bit_identical(script):
+    model = shared.sd_model
+    unet_hash = state_hash(model)
+    never = txt2img(seed=3).latents
+    with UNetSpy(raise_at=2):
+        with pytest.raises(RuntimeError, match="mid-sampling"):
+            generate(script, fc_on())
+    assert state_hash(model) != unet_hash, "the crashed generation left its merge (healed by the next one)"
+    off = generate(script, {"enabled": False}, seed=3)
+    assert torch.equal(off.latents, never) and state_hash(model) == unet_hash
+
+
+def test_checkpoint_load_restores(script):
+    old = shared.sd_model
+    unet_hash = state_hash(old)
+    generate(script, fc_on())
+    assert script.MERGER.is_merged(old)
+    load_model("sd15")  # on_model_loaded
+    assert not script.MERGER.is_merged() and state_hash(old) == unet_hash
+
+
+# --- 3. no re-merge ---------------------------------------------------------------------------------------------
+def test_consecutive_generations_merge_once_and_encode_once_per_size(script):
+    merges = script.MERGER.merge_count
+    seen = []
+    first = generate(script, fc_on(), p_hook=seen.append)
+    second = generate(script, fc_on(), p_hook=seen.append)
+    assert script.MERGER.merge_count == merges + 1
+    assert torch.equal(first.latents, second.latents)
+    assert [p.iclight_run.provider.encodes for p in seen] == [1, 1]
+    generate(script, fc_on(model="fbc.safetensors", bg_source="Ambient"))
+    assert script.MERGER.merge_count == merges + 2, "another file re-merges"
+
+
+# --- 4. concat rows per image -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_cond_uncond", [False, True])
+def test_each_image_sees_its_own_foreground_in_cond_and_uncond_rows(script, batch_cond_uncond):
+    shared.opts.batch_cond_uncond = batch_cond_uncond
+    model = shared.sd_model
+    fgs = [rgba_image(1), rgba_image(2)]
+    expected = encode(model, [demo_foreground(f) for f in fgs])
+    assert not torch.allclose(expected[0], expected[1])
+    values = fc_on(foreground=[b64(f) for f in fgs])
+    with UNetSpy() as spy:
+        generate(script, values, prompt="a cat AND a dog", batch_size=2, steps=3)
+    # per step the denoiser feeds rows [img0 part0, img0 part1, img1 part0, img1 part1, uncond img0, uncond img1]
+    per_step = 1 if batch_cond_uncond else 3
+    assert len(spy.calls) == 3 * per_step
+    image_of_row = [0, 0, 1, 1, 0, 1]
+    for step in range(3):
+        x = torch.cat([c.x for c in spy.calls[step * per_step:(step + 1) * per_step]])
+        assert x.shape[0] == 6
+        for row, image in enumerate(image_of_row):
+            assert torch.allclose(x[row, 4:], expected[image], atol=1e-6), (step, row)
+
+
+def test_one_foreground_serves_every_image_and_wrong_counts_are_refused(script):
+    model = shared.sd_model
+    expected = encode(model, [demo_foreground(rgba_image(1))])[0]
+    with UNetSpy() as spy:
+        generate(script, fc_on(), batch_size=2, steps=2)
+    assert all(torch.allclose(row, expected, atol=1e-6) for c in spy.calls for row in c.x[:, 4:])
+    with UNetSpy() as spy, pytest.raises(ValueError, match="3 foregrounds for a batch of 2"):
+        generate(script, fc_on(foreground=[b64(rgba_image(i)) for i in range(3)]), batch_size=2)
+    assert spy.calls == []
+
+
+# --- 5. hires fix -----------------------------------------------------------------------------------------------
+def test_hires_pass_sees_the_concat_at_the_hires_size(script):
+    model = shared.sd_model
+    fg = demo_foreground(rgba_image(1))
+    low, high = encode(model, [fg])[0], encode(model, [resize_and_center_crop(fg, 96, 96)])[0]
+    seen = []
+    with UNetSpy() as spy:
+        generate(script, fc_on(), enable_hr=True, hr_scale=1.5, steps=2, p_hook=seen.append)
+    sizes = [tuple(c.x.shape[-2:]) for c in spy.calls]
+    assert (8, 8) in sizes and (12, 12) in sizes
+    for c in spy.calls:
+        want = low if c.x.shape[-1] == 8 else high
+        assert all(torch.allclose(row, want, atol=1e-6) for row in c.x[:, 4:])
+    assert seen[0].iclight_run.provider.encodes == 2
+
+
+# --- 6. bad inputs ----------------------------------------------------------------------------------------------
+BAD = {
+    "missing file": (dict(model="nope.safetensors"), "not found in the folder"),
+    "corrupt file": (dict(model="corrupt.safetensors"), "download it again"),
+    "fbc without background": (dict(model="fbc.safetensors"), "needs a background image: upload one"),
+    "no foreground": (dict(foreground=None), "needs a foreground image: add one"),
+    "no model chosen": (dict(model=""), "No IC-Light model file chosen"),
+    "mode vs file": (dict(mode="fc", model="fbc.safetensors"), "set the mode to auto"),
+    "lighting in txt2img": (dict(lighting="Left Light"), "needs img2img"),
+    "lighting with fbc": (dict(model="fbc.safetensors", bg_source="Ambient", lighting="Left Light", mode="auto"),
+                          "lighting preference is for fc"),
+    "even detail radius": (dict(detail_restore=True, detail_radius=4), "'detail_radius' must be odd"),
+    "not base64": (dict(foreground="#not an image#"), "argument 'foreground'"),
+    "no remover": (dict(foreground=b64(rgba_image(1).convert("RGB"))), "pip install rembg"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(script, case):
+    if case == "no remover" and remover_available():
+        pytest.skip("rembg is installed here: the 'no remover' message cannot be shown")
+    changes, message = BAD[case]
+    model = shared.sd_model
+    unet_hash = state_hash(model)
+    never = txt2img(seed=3).latents
+    mode = "img2img" if case == "lighting with fbc" else "txt2img"
+    with UNetSpy() as spy, pytest.raises(ValueError) as info:
+        generate(script, fc_on(**changes), mode=mode)
+    assert message in str(info.value)
+    assert spy.calls == [], "no sampling step ran"
+    assert state_hash(model) == unet_hash
+    assert torch.equal(generate(script, {"enabled": False}, seed=3).latents, never)
+    assert generate(script, fc_on(), seed=3).latents.shape == never.shape
+
+
+def test_sdxl_base_is_refused_before_sampling(script):
+    model = load_model("sdxl")
+    unet_hash = state_hash(model)
+    never = txt2img(seed=3).latents
+    with UNetSpy() as spy, pytest.raises(ValueError, match="Load an SD 1.5 checkpoint"):
+        generate(script, fc_on())
+    assert spy.calls == [] and state_hash(model) == unet_hash
+    assert torch.equal(generate(script, {"enabled": False}, seed=3).latents, never)
+
+
+# --- 7. API forms -----------------------------------------------------------------------------------------------
+def test_dict_and_positional_calls_make_the_same_generation(script):
+    values = fc_on(detail_restore=True, detail_radius=3)
+    by_dict = generate(script, values, seed=7)
+    positional = script.SPEC.positional(script.SPEC.parse([values]))
+    by_position = generate(script, positional=positional, seed=7)
+    assert torch.equal(by_dict.latents, by_position.latents)
+    assert np.array_equal(np.asarray(by_dict.images[0]), np.asarray(by_position.images[0]))
+    ui_like = list(positional)
+    ui_like[3] = rgba_image(1)  # the UI sends a PIL image
+    assert torch.equal(generate(script, positional=ui_like, seed=7).latents, by_dict.latents)
+    data_url = generate(script, fc_on(foreground="data:image/png;base64," + b64(rgba_image(1))), seed=7)
+    assert torch.equal(data_url.latents, by_dict.latents)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"enabled": True, "strength": 0.5}, "unknown argument 'strength'"),
+    ({"enabled": True, "detail_radius": "big"}, "argument 'detail_radius' (Detail blur radius (odd)) must be a number"),
+    ({"enabled": True, "foreground": 5}, "argument 'foreground' (Foreground) must be an image"),
+    ({"enabled": True, "bg_source": "sunset"}, "argument 'bg_source'"),
+    ({"enabled": "yes"}, "argument 'enabled'"),
+])
+def test_api_errors_name_the_field(script, values, message):
+    with UNetSpy() as spy, pytest.raises(ValueError) as info:
+        generate(script, values)
+    assert message in str(info.value) and str(info.value).startswith("IC-Light")
+    assert spy.calls == []
+
+
+# --- img2img: lighting preference, detail restore ----------------------------------------------------------------
+def test_img2img_lighting_preference_starts_from_the_demo_ramp(script):
+    model = shared.sd_model
+    seen = []
+    lit = generate(script, fc_on(lighting="Left Light"), mode="img2img", batch_size=2, denoising_strength=0.9,
+                   p_hook=seen.append)
+    ramp = np.stack([np.tile(np.linspace(255, 0, 64), (64, 1))] * 3, -1).astype(np.uint8)
+    expected = encode(model, [ramp]).expand(2, -1, -1, -1)
+    torch.testing.assert_close(seen[0].init_latent, expected, atol=1e-6, rtol=0)
+    plain = generate(script, fc_on(), mode="img2img", batch_size=2, denoising_strength=0.9)
+    assert not torch.equal(lit.latents, plain.latents)
+    assert "IC-Light lighting: Left Light" in lit.infotexts[0]
+
+
+def test_img2img_concat_and_detail_restore(script):
+    model = shared.sd_model
+    expected = encode(model, [demo_foreground(rgba_image(1))])[0]
+    with UNetSpy() as spy:
+        plain = generate(script, fc_on(), mode="img2img")
+    assert spy.calls and all(torch.allclose(r, expected, atol=1e-6) for c in spy.calls for r in c.x[:, 4:])
+    detailed = generate(script, fc_on(detail_restore=True, detail_radius=3), mode="img2img")
+    assert torch.equal(plain.latents, detailed.latents)
+    want = restore_detail(np.array(plain.images[0]), demo_foreground(rgba_image(1)), 3)
+    assert np.array_equal(np.asarray(detailed.images[0]), want)
+    assert not np.array_equal(want, np.asarray(plain.images[0]))
+
+
+# --- 8. infotext and paste; 9. UI ---------------------------------------------------------------------------------
+def build_ui(script, is_img2img=False):
+    instance = script.ICLightScript()
+    instance.tabname = "img2img" if is_img2img else "txt2img"
+    with gr.Blocks():
+        controls = instance.ui(is_img2img)
+    return instance, controls
+
+
+def test_ui_builds_with_real_gradio(script, folder):
+    instance, controls = build_ui(script)
+    assert len(controls) == len(script.SPEC.fields)
+    by_name = dict(zip([f.name for f in script.SPEC.fields], controls))
+    assert by_name["model"].choices == ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"] or \
+        [c[0] if isinstance(c, tuple) else c for c in by_name["model"].choices] == \
+        ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"]
+    assert by_name["model"].value == "corrupt.safetensors", "dynamic choices start on the first file"
+    assert isinstance(by_name["foreground"], gr.Image) and isinstance(by_name["background"], gr.Image)
+    assert isinstance(by_name["detail_radius"], gr.Slider)
+    ui_values = [c.value for c in controls]
+    parsed = script.SPEC.parse(ui_values)
+    assert parsed.enabled is False and parsed.model == "corrupt.safetensors"
+
+
+def test_infotext_written_and_restored_on_paste(script):
+    values = fc_on(model="fbc.safetensors", bg_source="Left Light", detail_restore=True, detail_radius=7)
+    result = generate(script, values)
+    text = result.infotexts[0]
+    for entry in ("IC-Light: True", "IC-Light model: fbc.safetensors", "IC-Light mode: fbc",
+                  "IC-Light background: Left Light", "IC-Light lighting: None", "IC-Light detail restore: True",
+                  "IC-Light detail radius: 7", "IC-Light remover: rembg"):
+        assert entry in text
+    assert "base64" not in text and len(text) < 600, "images are not written"
+
+    instance, controls = build_ui(script)
+    pasted = infotext_utils.paste(text, instance.infotext_fields)
+    by_component = {id(component): value for (component, _), value in zip(instance.infotext_fields, pasted)}
+    restored = [c.value if by_component.get(id(c)) is None else by_component[id(c)] for c in controls]
+    got = script.SPEC.parse(restored)
+    assert (got.enabled, got.model, got.mode, got.bg_source, got.detail_restore, got.detail_radius) == \
+        (True, "fbc.safetensors", "fbc", "Left Light", True, 7)
+    pasted_off = infotext_utils.paste("a cat\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64",
+                                      instance.infotext_fields)
+    assert pasted_off[0] is False
+
+
+# --- X/Y/Z, reload, LoRA ----------------------------------------------------------------------------------------
+def test_xyz_axes(script, folder):
+    xyz = xyz_grid_double.install()
+    added = script.register_axes()
+    labels = [a.label for a in added]
+    assert labels == ["IC-Light Model file", "IC-Light Background source (fbc)",
+                      "IC-Light Lighting preference (fc, img2img)", "IC-Light Restore detail",
+                      "IC-Light Detail blur radius (odd)"]
+    assert script.register_axes() == []
+    model_axis = xyz_grid_double.find_axis(xyz, "IC-Light Model file")
+    assert "fc.safetensors" in model_axis.choices()
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="x")
+    xyz_grid_double.run_axis(xyz, p, "IC-Light Background source (fbc)", ["Top Light"])
+    xyz_grid_double.run_axis(xyz, p, "IC-Light Model file", ["fbc.safetensors"])
+    got = script.SPEC.parse(defaults(script), p)
+    assert got.enabled and got.bg_source == "Top Light" and got.model == "fbc.safetensors"
+
+    # a cell of the plot: the axis values reach the generation
+    def hook(q):
+        xyz_grid_double.run_axis(xyz, q, "IC-Light Background source (fbc)", ["Top Light"])
+        xyz_grid_double.run_axis(xyz, q, "IC-Light Model file", ["fbc.safetensors"])
+    result = generate(script, fc_on(model="fc.safetensors"), p_hook=hook)
+    assert "IC-Light background: Top Light" in result.infotexts[0] and "IC-Light mode: fbc" in result.infotexts[0]
+
+
+def test_reloading_the_script_keeps_one_set_of_callbacks(script):
+    path = os.path.abspath(script.__file__)
+
+    def ours():
+        return [c for cbs in script_callbacks.callback_map.values() for c in cbs if os.path.abspath(c.script) == path]
+
+    assert len(ours()) == 3
+    again = load_script(SCRIPT_FILE)
+    try:
+        assert len(ours()) == 3
+    finally:
+        again.MERGER.restore()
+        # the fixture's module stays the live one: re-register its callbacks as a reload would
+        unload_callbacks(SCRIPT_FILE)
+        script_callbacks.on_model_loaded(script.on_model_loaded)
+        script_callbacks.on_script_unloaded(script.on_script_unloaded)
+        script_callbacks.on_before_ui(script.register_axes)
+
+
+def test_script_unloaded_restores_every_merge(script):
+    model = shared.sd_model
+    unet_hash = state_hash(model)
+    generate(script, fc_on())
+    script_callbacks.script_unloaded_callback()
+    assert state_hash(model) == unet_hash and not script.MERGER.is_merged()
+
+
+class FakeNetworks(types.ModuleType):
+    """The two functions of extensions-builtin/Lora/networks.py the adapter calls, with the same effect."""
+
+    def __init__(self):
+        super().__init__("networks")
+
+    @staticmethod
+    def network_restore_weights_from_backup(module):
+        with torch.no_grad():
+            if getattr(module, "network_weights_backup", None) is not None:
+                module.weight.copy_(module.network_weights_backup)
+            if getattr(module, "network_bias_backup", None) is not None:
+                module.bias.copy_(module.network_bias_backup)
+
+    @staticmethod
+    def network_reset_cached_weight(module):
+        module.network_current_names = ()
+        module.network_weights_backup = None
+        module.network_bias_backup = None
+
+
+def apply_fake_lora(module, seed):
+    """What LoRA's lazy apply does: back up the current weight, then add its delta in place."""
+    module.network_weights_backup = module.weight.detach().clone()
+    module.network_current_names = (("lora", seed),)
+    with torch.no_grad():
+        module.weight.add_(torch.randn(module.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
+
+
+def test_builtin_lora_interplay(script, folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "networks", FakeNetworks())
+    unet = shared.sd_model.model.diffusion_model
+    name, module = next((n, m) for n, m in unet.named_modules() if n.endswith("attn2.to_k"))
+    base = module.weight.detach().clone()
+    offset = script.MERGER.open(folder.fc)
+    with offset.reader() as get:
+        delta = get(name + ".weight")
+
+    apply_fake_lora(module, 1)  # LoRA active before IC-Light is turned on
+    merges = script.MERGER.merge_count
+    generate(script, fc_on())
+    assert torch.allclose(module.weight, base + delta, atol=1e-6), "merged into the weights without LoRA"
+    assert module.network_weights_backup is None and module.network_current_names == ()
+
+    apply_fake_lora(module, 2)  # LoRA re-applies on top of the merged weights
+    generate(script, fc_on())
+    assert script.MERGER.merge_count == merges + 1, "LoRA's delta is not mistaken for a broken merge"
+    assert torch.allclose(module.weight, base + delta, atol=1e-6)
+
+    apply_fake_lora(module, 3)
+    generate(script, {"enabled": False})
+    assert torch.equal(module.weight, base), "restore gives the original weights, not LoRA's"
+    assert module.network_weights_backup is None, "LoRA's backup of merged weights is dropped"
