@@ -11,6 +11,8 @@ import types
 
 import pytest
 
+from support.scripts_loader import load_script, unload_callbacks
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORES = ("lib_hidiffusion", "lib_cfgpp", "lib_iclight")
 
@@ -55,19 +57,6 @@ def test_suite_import_ignores_a_foreign_package_of_the_same_name(tmp_path, monke
         assert os.path.dirname(module.__file__) == os.path.join(ROOT, name)
 
 
-def _load_script(path):
-    """As the WebUI's script_loading does: module named after the file, extension folder first on sys.path."""
-    spec = importlib.util.spec_from_file_location(os.path.basename(path), path)
-    module = importlib.util.module_from_spec(spec)
-    old_path = list(sys.path)
-    sys.path.insert(0, ROOT)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = old_path
-    return module
-
-
 def test_scripts_load_our_packages_despite_foreign_ones(tmp_path, monkeypatch):
     scripts_dir = os.path.join(ROOT, "scripts")
     files = sorted(f for f in os.listdir(scripts_dir) if f.endswith(".py"))
@@ -75,7 +64,7 @@ def test_scripts_load_our_packages_despite_foreign_ones(tmp_path, monkeypatch):
         pytest.skip("no scripts yet")
     _install_foreign_packages(tmp_path, monkeypatch)
     for filename in files:
-        module = _load_script(os.path.join(scripts_dir, filename))
+        module = load_script(filename)
         modules_used = [v for v in vars(module).values() if isinstance(v, types.ModuleType)]
         ours = [m for m in modules_used if m.__name__.startswith("hdsuite_private.")]
         assert ours, f"{filename} must import its packages through hdsuite_imports.suite_import"
@@ -83,6 +72,7 @@ def test_scripts_load_our_packages_despite_foreign_ones(tmp_path, monkeypatch):
             assert not getattr(m, "FOREIGN", False) and m.__file__.startswith(ROOT), m.__file__
         plain = [m.__name__ for m in modules_used if m.__name__.split(".")[0] in (*CORES, "suite_glue")]
         assert not plain, f"{filename} imported {plain} by their shared top-level names"
+        unload_callbacks(filename)
 
 
 def test_install_py_installs_nothing_on_a_stock_webui(monkeypatch):

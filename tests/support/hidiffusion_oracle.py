@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from modules.sd_hijack_unet import TorchHijackForUnet  # the host double's copy of the WebUI's cat fix
 
 from support.tiny_models import unet_kwargs
 
@@ -92,26 +93,11 @@ def fixed_official_shift(k: int):
         torch.rand = real
 
 
-class _WebuiTorchHijack:
-    """Same behaviour as the WebUI's ``modules.sd_hijack_unet.TorchHijackForUnet``."""
-
-    def __getattr__(self, item):
-        return getattr(torch, item)
-
-    def cat(self, tensors, *args, **kwargs):
-        if len(tensors) == 2:
-            a, b = tensors
-            if a.shape[-2:] != b.shape[-2:]:
-                a = torch.nn.functional.interpolate(a, b.shape[-2:], mode="nearest")
-            tensors = (a, b)
-        return torch.cat(tensors, *args, **kwargs)
-
-
 @contextlib.contextmanager
 def webui_cat_hijack():
     import ldm.modules.diffusionmodules.openaimodel as openaimodel
     saved = openaimodel.th
-    openaimodel.th = _WebuiTorchHijack()
+    openaimodel.th = TorchHijackForUnet()
     try:
         yield
     finally:
