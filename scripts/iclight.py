@@ -10,6 +10,8 @@ Hooks, per generation:
 - process_before_every_sampling: fc lighting preference (img2img only, first pass): the demo's light ramp
   replaces the initial latent; the img2img denoising strength plays the demo's "denoise" (0.9 there).
 - postprocess_image: optional detail restore from the prepared foreground.
+While a merge is alive the model's apply_model trims c_concat to x's rows (NGMS / skip early CFG drop the
+uncond rows of x only); the wrapper goes with the merge's restore.
 
 API (`alwayson_scripts: {"IC-Light": {"args": [...]}}`): positional values in field order, or one dict keyed
 by field name. Images are base64 strings (data URLs accepted); `foreground` (and `mask`) may also be a list:
@@ -155,7 +157,42 @@ def lora_forget(unet) -> None:
         networks.network_reset_cached_weight(module)
 
 
-MERGER = iclight.Merger(before_merge=lora_unapply, after_restore=lora_forget)
+# --- NGMS / skip early CFG ------------------------------------------------------------------------------------
+_TRIMMED = []  # models whose apply_model is wrapped (exactly while a merge is alive)
+
+
+def arm_concat_trim(model) -> None:
+    """WebUI v1.10.1's CFG denoiser drops the uncond rows of x when it skips them (NGMS, skip early CFG) but
+    passes image_cond with all rows; concat-conditioned models would then fail to concatenate. The cond rows
+    come first, so keeping the first rows of c_concat lines it up again. Instance-level; removed on restore."""
+    if getattr(model.__dict__.get("apply_model"), "iclight_trim", False):
+        return
+    bound = model.apply_model
+
+    def apply_model(x_noisy, t, cond, *args, **kwargs):
+        if isinstance(cond, dict) and cond.get("c_concat"):
+            rows = x_noisy.shape[0]
+            cond = {**cond, "c_concat": [c[:rows] if c.shape[0] > rows else c for c in cond["c_concat"]]}
+        return bound(x_noisy, t, cond, *args, **kwargs)
+
+    apply_model.iclight_trim = True
+    model.apply_model = apply_model
+    _TRIMMED.append(model)
+
+
+def disarm_concat_trim() -> None:
+    while _TRIMMED:
+        model = _TRIMMED.pop()
+        if getattr(model.__dict__.get("apply_model"), "iclight_trim", False):
+            del model.__dict__["apply_model"]
+
+
+def after_restore(unet) -> None:
+    lora_forget(unet)
+    disarm_concat_trim()
+
+
+MERGER = iclight.Merger(before_merge=lora_unapply, after_restore=after_restore)
 
 
 # --- hooks ---------------------------------------------------------------------------------------------------
@@ -234,6 +271,7 @@ class ICLightScript(scripts.Script):
             if unet is not None:
                 lora_unapply(unet)
             MERGER.ensure(p.sd_model, run.offset)
+            arm_concat_trim(p.sd_model)
         except Exception as error:
             setattr(p, RUN_ATTR, None)
             glue_failure.fail_generation(p, error)

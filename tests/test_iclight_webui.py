@@ -184,14 +184,14 @@ def test_off_after_on_is_bit_identical_to_never_using_it(script):
 
 def test_exception_mid_sampling_then_off_is_bit_identical(script):
     model = shared.sd_model
-    unet_hash = state_hash(model)
+    unet_hash, tree = state_hash(model), module_tree(model)
     never = txt2img(seed=3).latents
     with UNetSpy(raise_at=2):
         with pytest.raises(RuntimeError, match="mid-sampling"):
             generate(script, fc_on())
     assert state_hash(model) != unet_hash, "the crashed generation left its merge (healed by the next one)"
     off = generate(script, {"enabled": False}, seed=3)
-    assert torch.equal(off.latents, never) and state_hash(model) == unet_hash
+    assert torch.equal(off.latents, never) and state_hash(model) == unet_hash and module_tree(model) == tree
 
 
 def test_checkpoint_load_restores(script):
@@ -517,3 +517,25 @@ def test_builtin_lora_interplay(script, folder, monkeypatch):
     generate(script, {"enabled": False})
     assert torch.equal(module.weight, base), "restore gives the original weights, not LoRA's"
     assert module.network_weights_backup is None, "LoRA's backup of merged weights is dropped"
+
+
+@pytest.mark.parametrize("skip", ["NGMS", "Skip Early CFG"])
+def test_skipped_uncond_rows_keep_each_images_foreground(script, skip):
+    """NGMS and skip early CFG drop the uncond rows of x but, in WebUI v1.10.1, not those of image_cond: the
+    concat must still line up with x row by row (cond rows come first)."""
+    model = shared.sd_model
+    tree = module_tree(model)
+    fgs = [rgba_image(1), rgba_image(2)]
+    expected = encode(model, [demo_foreground(f) for f in fgs])
+    fields = dict(s_min_uncond=100.0) if skip == "NGMS" else {}
+    shared.opts.skip_early_cond = 0.0 if skip == "NGMS" else 0.5
+    with UNetSpy() as spy:
+        result = generate(script, fc_on(foreground=[b64(f) for f in fgs]), batch_size=2, steps=4, **fields)
+    assert skip in result.extra_generation_params
+    rows = sorted({c.x.shape[0] for c in spy.calls})
+    assert rows == [2, 4], "some steps skipped the uncond rows, others did not"
+    for c in spy.calls:
+        for row in range(c.x.shape[0]):
+            assert torch.allclose(c.x[row, 4:], expected[row % 2], atol=1e-6)
+    generate(script, {"enabled": False})
+    assert module_tree(model) == tree, "the apply_model wrapper left with the merge"
