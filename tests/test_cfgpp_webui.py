@@ -195,3 +195,43 @@ def test_s_noise_setting_reaches_ancestral_cfgpp_samplers():
     a = txt2img(sampler_name="DPM++ 2S a CFG++", steps=3, s_noise=1.0).latents
     b = txt2img(sampler_name="DPM++ 2S a CFG++", steps=3, s_noise=0.0).latents
     assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd21"])
+def test_euler_cfgpp_on_ddim_timesteps_equals_the_hosts_ddim_cfgpp(family):
+    """Euler CFG++ run on the DDIM timestep schedule equals the WebUI's own DDIM CFG++ (the host double's
+    v1.10.1 `ddim_cfgpp`, timestep path, eps space), eta 0, fp32, both through the host's CFG denoisers.
+
+    Sigma <-> timestep: σ_t = √((1−ᾱ_t)/ᾱ_t) and x_k = x_VP/√ᾱ_t = x_VP·√(1+σ_t²). DDIM CFG++ with N timesteps
+    makes N−1 model calls, t_{N−1} .. t_1, and lands on ᾱ(t_0); Euler CFG++ over σ(t_{N−1}) .. σ(t_0) is the same
+    recursion, since x_{i+1} = D_λ + σ_{i+1}(x_i − D_∅)/σ_i is DDIM's √ᾱ' x̂0 + √(1−ᾱ') ε_∅ divided by √ᾱ'."""
+    import k_diffusion.sampling
+    from modules import rng, sd_samplers_timesteps
+
+    model = load_model(family)
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat", negative_prompt="blurry", cfg_scale=7.5)
+    p.setup_prompts()
+    p.prompts, p.negative_prompts, p.seeds = p.all_prompts, p.all_negative_prompts, [1]
+    p.setup_conds()
+    p.rng = rng.ImageRNG((4, 8, 8), [1])
+    extra_args = {"cond": p.c, "uncond": p.uc, "cond_scale": 7.5, "s_min_uncond": 0.0, "image_cond": torch.zeros(1, 5, 1, 1)}
+
+    ddim = sd_samplers.create_sampler("DDIM CFG++", model)
+    euler = sd_samplers.create_sampler("Euler CFG++", model)
+    for sampler in (ddim, euler):
+        sampler.initialize(p)
+    k_diffusion.sampling.torch = torch  # eta 0: DDIM draws noise it multiplies by 0; keep it unseeded here
+
+    steps = 10
+    timesteps = ddim.get_timesteps(p, steps)
+    x_vp = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = sd_samplers_timesteps.ddim_cfgpp(ddim.model_wrap_cfg, x_vp, timesteps, extra_args=extra_args)
+        sigmas = euler.model_wrap.sigmas[timesteps.flip(0)]
+        ours = euler.func(euler.model_wrap_cfg, x_vp * (sigmas[0] ** 2 + 1).sqrt(), sigmas, extra_args=extra_args, disable=True)
+    ours_vp = ours / (sigmas[-1] ** 2 + 1).sqrt()
+
+    assert reference.abs().max() > 0.5, "a real trajectory"
+    assert torch.allclose(ours_vp, reference, atol=1e-5, rtol=1e-5), (ours_vp - reference).abs().max()
+    wrong = euler.func(euler.model_wrap_cfg, x_vp * (sigmas[0] ** 2 + 1).sqrt(), sigmas, extra_args={**extra_args, "cond_scale": 9.0}, disable=True)
+    assert not torch.allclose(wrong / (sigmas[-1] ** 2 + 1).sqrt(), reference, atol=1e-5, rtol=1e-5), "the tolerance can tell λ 0.6 from 0.72"

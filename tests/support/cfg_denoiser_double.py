@@ -107,22 +107,6 @@ class CFGDenoiserDouble(nn.Module):
         return denoised
 
 
-class TimestepDenoiser(nn.Module):
-    """The WebUI's ``CompVisTimestepsDenoiser`` / ``CompVisTimestepsVDenoiser``: called with integer
-    timesteps as "sigma", returns eps (v-prediction converted with ``√ᾱ_t v + √(1−ᾱ_t) x_t``)."""
-
-    def __init__(self, ldm):
-        super().__init__()
-        self.inner_model = ldm
-
-    def forward(self, x, timesteps, **kwargs):
-        out = self.inner_model.apply_model(x, timesteps, **kwargs)
-        if self.inner_model.parameterization != "v":
-            return out
-        ac = self.inner_model.alphas_cumprod[timesteps.to(torch.int)][:, None, None, None]
-        return ac.sqrt() * out + (1 - ac).sqrt() * x
-
-
 class Unconditional(nn.Module):
     """A plain (no-CFG) model for base k-diffusion samplers: ``inner(x, sigma, cond=uncond)``."""
 
