@@ -60,6 +60,14 @@ def _host(script, folder):
     reset_host()
 
 
+@pytest.fixture(scope="module")
+def never(script):
+    """txt2img (seed 3, 3 steps) on a fresh tiny SD 1.5 model that never saw IC-Light (every test gets an
+    identical fresh model from load_model)."""
+    load_model("sd15")
+    return txt2img(seed=3, steps=3).latents
+
+
 # --- helpers -------------------------------------------------------------------------------------------------
 def rgba_image(seed: int, size=(64, 64)) -> Image.Image:
     """Random colours with a soft disc of alpha (so no background remover is needed)."""
@@ -100,6 +108,7 @@ def api_args(script, values: dict) -> list:
 
 
 def generate(script, values=None, positional=None, mode="txt2img", **fields):
+    fields.setdefault("steps", 3)
     args = positional if positional is not None else api_args(script, values or {})
     run = txt2img if mode == "txt2img" else img2img
     return run(script_list=[script.ICLightScript()], script_args=args, arg_counts=[len(args)], **fields)
@@ -166,10 +175,10 @@ def test_generation_matches_the_demo_merged_diffusers_unet(script, folder, kind)
 
 
 # --- 2. restore -------------------------------------------------------------------------------------------------
-def test_off_after_on_is_bit_identical_to_never_using_it(script):
+def test_off_after_on_is_bit_identical_to_never_using_it(script, never):
     model = shared.sd_model
     unet_hash, tree = state_hash(model), module_tree(model)
-    never = txt2img(seed=3).latents
+    assert torch.equal(txt2img(seed=3, steps=3).latents, never)
     off_before = generate(script, {"enabled": False}, seed=3).latents
     assert torch.equal(never, off_before)
     on = generate(script, fc_on(), seed=3)
@@ -182,10 +191,9 @@ def test_off_after_on_is_bit_identical_to_never_using_it(script):
     assert "IC-Light" not in off.infotexts[0]
 
 
-def test_exception_mid_sampling_then_off_is_bit_identical(script):
+def test_exception_mid_sampling_then_off_is_bit_identical(script, never):
     model = shared.sd_model
     unet_hash, tree = state_hash(model), module_tree(model)
-    never = txt2img(seed=3).latents
     with UNetSpy(raise_at=2):
         with pytest.raises(RuntimeError, match="mid-sampling"):
             generate(script, fc_on())
@@ -283,13 +291,12 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(script, case):
+def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(script, never, case):
     if case == "no remover" and remover_available():
         pytest.skip("rembg is installed here: the 'no remover' message cannot be shown")
     changes, message = BAD[case]
     model = shared.sd_model
     unet_hash = state_hash(model)
-    never = txt2img(seed=3).latents
     mode = "img2img" if case == "lighting with fbc" else "txt2img"
     with UNetSpy() as spy, pytest.raises(ValueError) as info:
         generate(script, fc_on(**changes), mode=mode)
@@ -297,13 +304,13 @@ def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(s
     assert spy.calls == [], "no sampling step ran"
     assert state_hash(model) == unet_hash
     assert torch.equal(generate(script, {"enabled": False}, seed=3).latents, never)
-    assert generate(script, fc_on(), seed=3).latents.shape == never.shape
+    assert generate(script, fc_on(), seed=3, steps=2).latents.shape == never.shape
 
 
 def test_sdxl_base_is_refused_before_sampling(script):
     model = load_model("sdxl")
     unet_hash = state_hash(model)
-    never = txt2img(seed=3).latents
+    never = txt2img(seed=3, steps=3).latents
     with UNetSpy() as spy, pytest.raises(ValueError, match="Load an SD 1.5 checkpoint"):
         generate(script, fc_on())
     assert spy.calls == [] and state_hash(model) == unet_hash
@@ -379,9 +386,7 @@ def test_ui_builds_with_real_gradio(script, folder):
     instance, controls = build_ui(script)
     assert len(controls) == len(script.SPEC.fields)
     by_name = dict(zip([f.name for f in script.SPEC.fields], controls))
-    assert by_name["model"].choices == ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"] or \
-        [c[0] if isinstance(c, tuple) else c for c in by_name["model"].choices] == \
-        ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"]
+    assert by_name["model"].choices == ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"]
     assert by_name["model"].value == "corrupt.safetensors", "dynamic choices start on the first file"
     assert isinstance(by_name["foreground"], gr.Image) and isinstance(by_name["background"], gr.Image)
     assert isinstance(by_name["detail_radius"], gr.Slider)
@@ -422,7 +427,14 @@ def test_xyz_axes(script, folder):
                       "IC-Light Detail blur radius (odd)"]
     assert script.register_axes() == []
     model_axis = xyz_grid_double.find_axis(xyz, "IC-Light Model file")
-    assert "fc.safetensors" in model_axis.choices()
+    assert "fc.safetensors" in model_axis.choices() and "later.safetensors" not in model_axis.choices()
+    later = os.path.join(folder.path, "later.safetensors")
+    with open(folder.fc, "rb") as src, open(later, "wb") as dst:
+        dst.write(src.read())
+    try:
+        assert "later.safetensors" in model_axis.choices(), "the file list is read when the plot asks"
+    finally:
+        os.remove(later)
     p = processing.StableDiffusionProcessingTxt2Img(prompt="x")
     xyz_grid_double.run_axis(xyz, p, "IC-Light Background source (fbc)", ["Top Light"])
     xyz_grid_double.run_axis(xyz, p, "IC-Light Model file", ["fbc.safetensors"])
@@ -435,6 +447,14 @@ def test_xyz_axes(script, folder):
         xyz_grid_double.run_axis(xyz, q, "IC-Light Model file", ["fbc.safetensors"])
     result = generate(script, fc_on(model="fc.safetensors"), p_hook=hook)
     assert "IC-Light background: Top Light" in result.infotexts[0] and "IC-Light mode: fbc" in result.infotexts[0]
+
+
+def test_model_folder_flag_and_default(script, monkeypatch):
+    from modules import paths
+    assert script.model_folder() == shared.cmd_opts.iclight_dir
+    monkeypatch.setattr(shared.cmd_opts, "iclight_dir", None)  # preload.py's default
+    assert script.model_folder() == os.path.join(paths.models_path, "ic-light")
+    assert script.model_choices() == [] or os.path.isdir(script.model_folder())
 
 
 def test_reloading_the_script_keeps_one_set_of_callbacks(script):
