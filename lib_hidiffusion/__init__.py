@@ -7,9 +7,9 @@ finally ``state.disarm()`` and ``remove(unet)``.
 from .patcher import apply, is_patched, remove
 from .presets import (FAMILIES, HiDiffusionConfig, layout_of, make_config, official_preset,
                       resolve_family)
-from .schedule import INACTIVE, Phase, StepLocator, rau_active
+from .schedule import INACTIVE, Phase, StepLocator, rau_active, ratio_for_steps
 from .state import HiDiffusionState
 
 __all__ = ["apply", "remove", "is_patched", "make_config", "HiDiffusionConfig", "HiDiffusionState",
-           "rau_active", "Phase", "INACTIVE", "StepLocator", "layout_of", "resolve_family",
+           "rau_active", "ratio_for_steps", "Phase", "INACTIVE", "StepLocator", "layout_of", "resolve_family",
            "official_preset", "FAMILIES"]

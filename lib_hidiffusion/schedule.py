@@ -39,6 +39,17 @@ def switch_step(total_steps: int, ratio: float) -> int:
     return int(total_steps * ratio)
 
 
+def ratio_for_steps(steps: int, total_steps: int) -> float:
+    """The T1/T2 ratio that switches after exactly ``steps`` of the ``total_steps`` steps run:
+    ``switch_step(total_steps, ratio_for_steps(k, n)) == min(k, n)`` (times given as step counts)."""
+    steps, total_steps = int(steps), int(total_steps)
+    if steps < 0 or total_steps <= 0:
+        raise ValueError(f"HiDiffusion: bad step count {steps} of {total_steps}")
+    if steps >= total_steps:
+        return 1.0
+    return (steps + 0.5) / total_steps
+
+
 def rau_active(step_index: int, total_steps: int, config: HiDiffusionConfig) -> Phase:
     """The RAU-Net phase at ``step_index`` (0-based among the ``total_steps`` steps actually run)."""
     if not config.rau_net or total_steps <= 0 or step_index is None or step_index < 0:

@@ -53,6 +53,8 @@ class StableDiffusionProcessing:
     do_not_save_samples: bool = True
     do_not_save_grid: bool = True
     is_api: bool = False
+    token_merging_ratio = 0  # class attributes, not fields, as in v1.10.1
+    token_merging_ratio_hr = 0
 
     def __post_init__(self):
         self.extra_generation_params = dict(self.extra_generation_params or {})
@@ -76,6 +78,11 @@ class StableDiffusionProcessing:
 
     def comment(self, text):
         self.comments[text] = 1
+
+    def get_token_merging_ratio(self, for_hr=False):
+        if for_hr:
+            return self.token_merging_ratio_hr or opts.token_merging_ratio_hr or self.token_merging_ratio or opts.token_merging_ratio
+        return self.token_merging_ratio or opts.token_merging_ratio
 
     def txt2img_image_conditioning(self, x, width=None, height=None):
         return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
@@ -192,6 +199,9 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             self.mask = torch.asarray(1.0 - latmask)
             self.nmask = torch.asarray(latmask)
         self.image_conditioning = self.img2img_image_conditioning(image * 2 - 1, self.init_latent, self.image_mask)
+
+    def get_token_merging_ratio(self, for_hr=False):
+        return self.token_merging_ratio or ("token_merging_ratio" in self.override_settings and opts.token_merging_ratio) or opts.token_merging_ratio_img2img or opts.token_merging_ratio
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()

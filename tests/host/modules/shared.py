@@ -30,6 +30,9 @@ OPTION_DEFAULTS = {
     "beta_dist_alpha": 0.6,
     "beta_dist_beta": 0.6,
     "inpainting_mask_weight": 1.0,
+    "token_merging_ratio": 0.0,
+    "token_merging_ratio_img2img": 0.0,
+    "token_merging_ratio_hr": 0.0,
 }
 
 

@@ -1,0 +1,340 @@
+"""HiDiffusion (RAU-Net + MSW-MSA) in txt2img and img2img: accordion, API, X/Y/Z, infotext.
+
+Adapter only: presets, the schedule rule, the step locator and the UNet wrappers live in lib_hidiffusion.
+
+Parameters (API order = field order; the dict form `{"args": [{"enabled": true, "model": "SDXL 1.0"}]}` too):
+- model: "Auto" reads SD1/SD2 vs SDXL from the UNet structure; SDXL-Turbo has the SDXL structure, so choose
+  "SDXL-Turbo" for it (a choice that contradicts the structure is refused).
+- timing + t1/t2: "Auto" = the official preset of the family and size (t1/t2 ignored, not written to the
+  infotext); "Fraction of steps" = t1/t2 in [0, 1] of the steps actually run (official semantics: a stage is
+  on while step < int(N * T)); "Steps" = t1/t2 are step counts among the steps actually run (img2img and the
+  hires pass count only the steps they run), clamped to N. T2 = 0 is a real value (stage off), never "auto".
+- aggressive: "Auto" (official: SDXL base below 4096 px, not for inpainting models) / "On" (SDXL base only) / "Off".
+- hires_rau_net: RAU-Net also in the hires-fix pass (off by default: the first pass already fixed the layout);
+  MSW-MSA always runs in the hires pass when on.
+- shift: "Seeded" = the window shift is derived from (seed, step): the same seed reproduces exactly;
+  "Official random" = drawn from torch's global RNG on every block call as the official code does.
+  Seed = `p.seeds[0]` of the current batch: the whole batch shares one UNet call, hence one shift per step;
+  an image of a batch therefore equals a lone generation with its seed only when it is the batch's first image.
+
+Hooks:
+- process: heal (remove stale patches of an earlier generation: postprocess is skipped after errors and
+  interrupts), parse and validate everything (family vs UNet, times, aggressive, HyperTile/ToMe vs MSW-MSA for
+  both passes); any problem stops the generation before sampling (fail_generation). Writes the infotext.
+- process_before_every_sampling (once per pass): remove, then apply the pass's config, arm with the seed,
+  register the cfg_denoiser callback (only while armed), and make `p.close()` release everything.
+- cfg_denoiser callback: on the first call of a pass, build the StepLocator from the schedule the sampler runs
+  (k-diffusion sigmas or DDIM-family timesteps, img2img/hires tail only); then per call the step from sigma.
+- postprocess / p.close / script unload: disarm, remove every wrapper, unregister the callback.
+"""
+import dataclasses
+import logging
+
+from modules import script_callbacks, scripts, sd_samplers_common, shared
+
+from hdsuite_imports import suite_import
+
+hidiffusion = suite_import("lib_hidiffusion")
+glue_params = suite_import("suite_glue.params")
+glue_ui = suite_import("suite_glue.ui")
+glue_xyz = suite_import("suite_glue.xyz")
+glue_failure = suite_import("suite_glue.failure")
+param = glue_params.param
+
+log = logging.getLogger("hidiffusion")
+
+TITLE = "HiDiffusion"
+RUN_ATTR = "hidiffusion_values"
+FAMILIES = {"Auto": None, "SD 1.5": "sd15", "SD 2.1": "sd21", "SDXL 1.0": "sdxl", "SDXL-Turbo": "sdxl_turbo"}
+TIMINGS = ("Auto", "Fraction of steps", "Steps")
+AGGRESSIVE = {"Auto": None, "On": True, "Off": False}
+SHIFTS = {"Seeded": "seeded", "Official random": "official"}
+
+
+@dataclasses.dataclass(frozen=True)
+class HiDiffusionArgs:
+    enabled: bool = param(False, "Enable")
+    model: str = param("Auto", "Model family", choices=tuple(FAMILIES), infotext="model", xyz=True,
+                       info="Auto tells SD1/SD2 from SDXL; choose SDXL-Turbo for Turbo checkpoints")
+    rau_net: bool = param(True, "RAU-Net", infotext="RAU-Net", xyz=True,
+                          info="resolution-aware down/upsampling in the early steps (no duplicated objects)")
+    msw_msa: bool = param(True, "MSW-MSA", infotext="MSW-MSA", xyz=True,
+                          info="shifted-window self-attention in the top blocks (faster at high resolution)")
+    timing: str = param("Auto", "T1/T2 given as", choices=TIMINGS, infotext="timing", xyz=True, ui="radio",
+                        info="Auto: official preset by model and size; else the values below")
+    t1: float = param(0.4, "T1", minimum=0.0, maximum=1000.0, infotext="T1", xyz=True, ui="number")
+    t2: float = param(0.0, "T2", minimum=0.0, maximum=1000.0, infotext="T2", xyz=True, ui="number")
+    aggressive: str = param("Auto", "Aggressive schedule (SDXL)", choices=tuple(AGGRESSIVE), infotext="aggressive",
+                            xyz=True, ui="radio")
+    hires_rau_net: bool = param(False, "RAU-Net in hires pass", infotext="hires RAU-Net", xyz=True)
+    shift: str = param("Seeded", "Window shift", choices=tuple(SHIFTS), infotext="shift", xyz=True, ui="radio",
+                       info="Seeded: reproducible from the seed; Official random: global RNG as the official code")
+
+
+SPEC = glue_params.ParamSpec(HiDiffusionArgs, title=TITLE, infotext_prefix=TITLE)
+
+
+# --- what each pass runs -------------------------------------------------------------------------------------
+def _unet(p):
+    model = getattr(p, "sd_model", None) or shared.sd_model
+    return getattr(getattr(model, "model", None), "diffusion_model", None)
+
+
+def _where(name):
+    return f"'{name}' ({SPEC.by_name[name].label})"
+
+
+def check_times(values):
+    """t1/t2 fit the chosen unit (ValueError naming the field otherwise)."""
+    for name in ("t1", "t2"):
+        value = getattr(values, name)
+        if values.timing == "Fraction of steps" and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{TITLE}: {_where(name)} must be a fraction of the steps in [0, 1] when "
+                             f"'timing' is 'Fraction of steps', got {value} (choose 'Steps' to give step counts)")
+        if values.timing == "Steps" and value != int(value):
+            raise ValueError(f"{TITLE}: {_where(name)} must be a whole number of steps when 'timing' is "
+                             f"'Steps', got {value}")
+
+
+def pass_config(values, unet, latent_hw, hires: bool):
+    """The lib config of one sampling pass, or None when nothing runs in it. With 'Steps' timing the times are
+    placeholders until the number of steps run is known (`times_for`)."""
+    rau_net = values.rau_net and (values.hires_rau_net or not hires)
+    if not (rau_net or values.msw_msa):
+        return None
+    times = {} if values.timing == "Auto" else (
+        dict(t1=values.t1, t2=values.t2) if values.timing == "Fraction of steps" else dict(t1=0.0, t2=0.0))
+    return hidiffusion.make_config(unet, latent_hw, FAMILIES[values.model], rau_net=rau_net, msw_msa=values.msw_msa,
+                                   aggressive=AGGRESSIVE[values.aggressive], shift_mode=SHIFTS[values.shift], **times)
+
+
+def times_for(values, config, total_steps: int):
+    """`config` with 'Steps' times turned into ratios of the `total_steps` steps this pass runs."""
+    if values.timing != "Steps":
+        return config
+    return dataclasses.replace(config, t1=hidiffusion.ratio_for_steps(values.t1, total_steps),
+                               t2=hidiffusion.ratio_for_steps(values.t2, total_steps))
+
+
+def _option_on(name) -> bool:
+    """A setting of the built-in HyperTile extension: on only if registered (extension loaded) and true."""
+    labels = getattr(shared.opts, "data_labels", None)
+    if labels is not None and name not in labels:
+        return False
+    return bool(getattr(shared.opts, name, False))
+
+
+def conflict(p, values, hires: bool):
+    """Why MSW-MSA cannot run in this pass (HyperTile or ToMe re-partition the same self-attention), or None."""
+    if not values.msw_msa:
+        return None
+    if _option_on("hypertile_enable_unet") or (hires and _option_on("hypertile_enable_unet_secondpass")):
+        where = "'Enable Hypertile U-Net'" + (" / 'Enable Hypertile U-Net for hires fix second pass'" if hires else "")
+        return (f"{TITLE}: MSW-MSA cannot run together with HyperTile U-Net (both split the same self-attention "
+                f"layers). Turn off {where} in Settings > Hypertile, or turn off MSW-MSA in {TITLE}.")
+    get_ratio = getattr(p, "get_token_merging_ratio", None)
+    ratio = get_ratio(for_hr=hires) if get_ratio is not None else getattr(shared.opts, "token_merging_ratio", 0)
+    if ratio:
+        setting = "Token merging ratio for high-res pass" if hires else "Token merging ratio"
+        return (f"{TITLE}: MSW-MSA cannot run together with token merging (ToMe ratio {ratio}: it changes the "
+                f"token count of the same self-attention). Set '{setting}' (Settings > Optimizations) to 0, "
+                f"or turn off MSW-MSA in {TITLE}.")
+    return None
+
+
+def latent_size(p, kwargs, hires: bool):
+    x = kwargs.get("x")
+    if x is not None and getattr(x, "ndim", 0) == 4:
+        return int(x.shape[-2]), int(x.shape[-1])
+    if hires:
+        return p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8
+    return p.height // 8, p.width // 8
+
+
+def sampler_schedule(sampler, p, img2img: bool, steps):
+    """The decreasing sigmas (k-diffusion) or timesteps (DDIM family) the pass walks, as the WebUI's samplers
+    compute them (img2img and hires: the tail actually run), or None for a sampler of unknown kind."""
+    if img2img:
+        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
+    else:
+        steps, t_enc = steps or p.steps, None
+    if hasattr(sampler, "get_sigmas"):
+        sigmas = sampler.get_sigmas(p, steps)
+        values = sigmas if t_enc is None else sigmas[steps - t_enc - 1:]
+    elif hasattr(sampler, "get_timesteps"):
+        timesteps = sampler.get_timesteps(p, steps)
+        values = (timesteps if t_enc is None else timesteps[:t_enc]).flip(0)
+    else:
+        return None
+    return [float(v) for v in values]
+
+
+def _is_heun(sampler) -> bool:
+    return "sample_heun" in (getattr(sampler, "funcname", None), getattr(getattr(sampler, "func", None), "__name__", None))
+
+
+# --- the one armed generation --------------------------------------------------------------------------------
+class Controller:
+    """Holds the patched UNet, the per-generation state and the step locator of the armed pass."""
+
+    def __init__(self):
+        self.state = hidiffusion.HiDiffusionState()
+        self.unet = None
+        self.p = None
+        self.values = None
+        self.base_config = None
+        self.pass_kind = None  # (img2img-style?, steps argument of the sampler call)
+        self.denoiser = None
+        self.locator = None
+
+    def release(self, p=None):
+        """Disarm, remove every wrapper (of the armed UNet and of `p`'s), unregister the callback. Idempotent."""
+        self.state.disarm()
+        script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
+        for unet in (self.unet, _unet(p) if p is not None else None):
+            if unet is not None:
+                hidiffusion.remove(unet)
+        self.unet = self.p = self.values = self.base_config = self.pass_kind = self.denoiser = self.locator = None
+
+    def arm(self, p, unet, values, config, pass_kind):
+        hidiffusion.apply(unet, config, self.state)
+        self.unet, self.p, self.values, self.base_config, self.pass_kind = unet, p, values, config, pass_kind
+        self.state.arm(seed=int(p.seeds[0]) if getattr(p, "seeds", None) else int(getattr(p, "seed", 0)))
+        script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
+        script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="HiDiffusion step")
+        _release_on_close(p)
+
+    def on_denoiser(self, params):
+        denoiser = getattr(params, "denoiser", None)
+        if not self.state.armed or denoiser is None or getattr(denoiser, "p", None) is not self.p:
+            return
+        if denoiser is not self.denoiser:  # a new denoiser object = a new sampling pass
+            self.denoiser = denoiser
+            self.locator = self._locator(denoiser)
+        if self.locator is None:
+            self.state.set_step(-1, 1)  # unknown schedule: RAU-Net stays off, MSW-MSA runs
+            return
+        self.state.set_step(self.locator.locate(float(params.sigma.max())), self.locator.total_steps)
+
+    def _locator(self, denoiser):
+        sampler = getattr(denoiser, "sampler", None)
+        try:
+            schedule = sampler_schedule(sampler, self.p, *self.pass_kind)
+        except Exception as error:  # a sampler from another extension with other signatures
+            schedule = None
+            log.debug("HiDiffusion: schedule of %r not found: %s", sampler, error)
+        if schedule is None or len(schedule) < 2:
+            self.state.warn_once("schedule", f"{TITLE}: cannot tell the steps of sampler "
+                                             f"{type(sampler).__name__}; RAU-Net is off for this pass")
+            return None
+        locator = hidiffusion.StepLocator(schedule, second_call_at_next=True if _is_heun(sampler) else None)
+        self.state.config = times_for(self.values, self.base_config, locator.total_steps)
+        return locator
+
+
+CONTROLLER = Controller()
+
+
+def on_cfg_denoiser(params):
+    CONTROLLER.on_denoiser(params)
+
+
+def _release_on_close(p):
+    """`p.close()` runs after every generation, also after errors and interrupts (the WebUI wraps generations
+    in `closing(p)`): release there too, so nothing stays armed or patched when postprocess is skipped."""
+    if getattr(p, "_hidiffusion_close_of", None) is p:
+        return
+    original = p.close
+
+    def close(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            if CONTROLLER.p is p:
+                CONTROLLER.release()
+
+    p.close = close
+    p._hidiffusion_close_of = p
+
+
+def infotext(values) -> dict:
+    entries = SPEC.infotext(values)
+    if values.timing == "Auto":
+        for name in ("t1", "t2"):
+            entries.pop(SPEC.infotext_key(SPEC.by_name[name]), None)
+    return entries
+
+
+# --- the script ------------------------------------------------------------------------------------------------
+class HiDiffusionScript(scripts.Script):
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        controls = glue_ui.build_controls(SPEC, self.elem_id)
+        self.infotext_fields = SPEC.paste_fields(controls)
+        return controls
+
+    def process(self, p, *args):
+        CONTROLLER.release(p)  # heal what an interrupted or failed generation left
+        setattr(p, RUN_ATTR, None)
+        try:
+            values = SPEC.parse(args, p)
+            if not values.enabled:
+                return
+            check_times(values)
+            unet = _unet(p)
+            if unet is None:
+                raise ValueError(f"{TITLE}: no UNet found at sd_model.model.diffusion_model")
+            pass_config(values, unet, (p.height // 8, p.width // 8), hires=False)
+            for hires in (False, True) if getattr(p, "enable_hr", False) else (False,):
+                message = conflict(p, values, hires)
+                if message:
+                    raise ValueError(message)
+        except Exception as error:
+            glue_failure.fail_generation(p, error)
+            return
+        setattr(p, RUN_ATTR, values)
+        p.extra_generation_params.update(infotext(values))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        CONTROLLER.release(p)
+        values = getattr(p, RUN_ATTR, None)
+        if values is None:
+            return
+        hires = bool(getattr(p, "is_hr_pass", False))
+        try:
+            message = conflict(p, values, hires)
+            if message:
+                raise ValueError(message)
+            unet = _unet(p)
+            config = pass_config(values, unet, latent_size(p, kwargs, hires), hires)
+            if config is None:
+                return
+            img2img = hires or hasattr(p, "init_images")
+            steps = (getattr(p, "hr_second_pass_steps", 0) or p.steps) if hires else None
+            CONTROLLER.arm(p, unet, values, config, (img2img, steps))
+        except Exception as error:
+            CONTROLLER.release(p)
+            glue_failure.fail_generation(p, error)
+
+    def postprocess(self, p, processed, *args):
+        CONTROLLER.release(p)
+
+
+def on_script_unloaded():
+    CONTROLLER.release()
+
+
+def register_axes():
+    return glue_xyz.register_axes(SPEC)
+
+
+# Scripts are executed again on "Reload UI": drop this file's earlier callbacks, then register once.
+script_callbacks.remove_current_script_callbacks()
+script_callbacks.on_script_unloaded(on_script_unloaded, name="HiDiffusion remove patches")
+script_callbacks.on_before_ui(register_axes, name="HiDiffusion X/Y/Z axes")
+register_axes()

@@ -1,0 +1,114 @@
+"""Helpers for the HiDiffusion WebUI tests: a cheap SD1.5-layout model and probes that observe, through the
+host, what each UNet call did and which sampler step it belonged to.
+
+- ``load_fast_sd15()``: a TinyLDM whose UNet has the SD 1.5 block structure (12 input blocks, Downsamples at
+  3/6/9, attention at the top level where MSW-MSA works) but 32 channels everywhere, attention only at the
+  top level and a 16-dim context: ~3x cheaper per call than the regular tiny SD1.5, same patch points.
+- ``PhaseProbe(unet, blocks)``: forward hooks (removed by ``close``) that record per UNet call whether the
+  resolution-aware downsampler ran (its conv saw stride 4) and whether the avg-pool ran (the block after the
+  pool input block received a smaller map), and the batch size the windowed attn1 saw (4x = windows).
+- ``StepTruth``: per UNet call, the sampler's own loop index (k-diffusion ``trange``) and the number of
+  sampler callbacks so far (the DDIM loop calls back once per step, after its model call); ground truth that
+  does not come from sigma matching.
+"""
+from __future__ import annotations
+
+import torch
+
+from ldm.modules.diffusionmodules.openaimodel import UNetModel
+from modules import script_callbacks, shared
+
+from .generation import attach_text_encoder
+from .tiny_models import TinyLDM, randomize_
+
+FAST_CONTEXT = 16
+
+
+def load_fast_sd15(seed: int = 0):
+    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=2,
+                     attention_resolutions=[1], channel_mult=[1, 1, 1, 1], num_heads=1, transformer_depth=1,
+                     context_dim=FAST_CONTEXT, use_spatial_transformer=True, legacy=False)
+    model = TinyLDM(randomize_(unet, seed).eval(), "sd15")
+    model.context_dim = FAST_CONTEXT
+    attach_text_encoder(model)
+    shared.sd_model = model
+    script_callbacks.model_loaded_callback(model)
+    return model
+
+
+class PhaseProbe:
+    def __init__(self, unet, rad_input=3, pool_input=4, window_attn=None):
+        self.calls = []  # dicts: rad, pool, windowed (None if no windowed block observed)
+        self.handles = [unet.register_forward_pre_hook(self._start)]
+        if rad_input is not None:
+            self.handles.append(unet.input_blocks[rad_input][0].op.register_forward_pre_hook(self._rad))
+        self.handles.append(unet.input_blocks[pool_input].register_forward_pre_hook(self._pool_in))
+        self.handles.append(unet.input_blocks[pool_input + 1].register_forward_pre_hook(self._pool_out))
+        if window_attn is not None:
+            self.handles.append(window_attn.to_q.register_forward_pre_hook(self._window))
+        self._batch = None
+
+    def _start(self, module, args):
+        self._batch = int(args[0].shape[0])
+        self.calls.append({"rad": False, "pool": False, "windowed": None, "pool_hw": None})
+
+    def _rad(self, module, args):
+        self.calls[-1]["rad"] = tuple(module.stride) == (4, 4)
+
+    def _pool_in(self, module, args):
+        self.calls[-1]["pool_hw"] = tuple(args[0].shape[-2:])
+
+    def _pool_out(self, module, args):
+        self.calls[-1]["pool"] = tuple(args[0].shape[-2:]) != self.calls[-1]["pool_hw"]
+
+    def _window(self, module, args):
+        self.calls[-1]["windowed"] = int(args[0].shape[0]) == 4 * self._batch
+
+    def phases(self):
+        return [(c["rad"], c["pool"]) for c in self.calls]
+
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+class StepTruth:
+    """Install with ``monkeypatch``; ``calls`` gets (loop index, callbacks so far) per UNet call of ``unet``."""
+
+    def __init__(self, monkeypatch, unet):
+        import k_diffusion.sampling
+        from modules import sd_samplers_common
+
+        self.loop_index = None
+        self.loop_lengths = []
+        self.callbacks = 0
+        self.calls = []
+        real_trange = k_diffusion.sampling.trange
+        truth = self
+
+        def trange(n, *args, **kwargs):
+            truth.loop_lengths.append(int(n))
+            for i in real_trange(n, *args, **kwargs):
+                truth.loop_index = i
+                yield i
+
+        real_callback = sd_samplers_common.Sampler.callback_state
+
+        def callback_state(sampler, d):
+            truth.callbacks += 1
+            return real_callback(sampler, d)
+
+        monkeypatch.setattr(k_diffusion.sampling, "trange", trange)
+        monkeypatch.setattr(sd_samplers_common.Sampler, "callback_state", callback_state)
+        self.handle = unet.register_forward_pre_hook(
+            lambda module, args: self.calls.append((self.loop_index, self.callbacks)))
+
+    def reset(self):
+        self.loop_index = None
+        self.loop_lengths = []
+        self.callbacks = 0
+        self.calls = []
+
+    def close(self):
+        self.handle.remove()
