@@ -10,8 +10,9 @@ Hooks, per generation:
 - process_before_every_sampling: fc lighting preference (img2img only, first pass): the demo's light ramp
   replaces the initial latent; the img2img denoising strength plays the demo's "denoise" (0.9 there).
 - postprocess_image: optional detail restore from the prepared foreground.
-While a merge is alive the model's apply_model trims c_concat to x's rows (NGMS / skip early CFG drop the
-uncond rows of x only); the wrapper goes with the merge's restore.
+While a merge is alive the model's apply_model trims c_concat to x's rows (suite_glue.concat_rows: NGMS / skip
+early CFG drop the uncond rows of x only); the wrapper goes with the merge's restore. The built-in LoRA extension's
+backups are kept consistent with the merge (suite_glue.lora).
 
 API (`alwayson_scripts: {"IC-Light": {"args": [...]}}`): positional values in field order, or one dict keyed
 by field name. Images are base64 strings (data URLs accepted); `foreground` (and `mask`) may also be a list:
@@ -19,11 +20,8 @@ one per image of the batch (batch_size entries; the same list for every batch of
 Lighting preference in txt2img: the WebUI's txt2img always starts from pure noise, so the light ramp (an
 initial image) needs img2img; in txt2img a lighting preference other than None is refused with that advice.
 """
-import base64
 import dataclasses
-import io
 import os
-import sys
 from typing import Optional
 
 import numpy as np
@@ -38,6 +36,9 @@ glue_params = suite_import("suite_glue.params")
 glue_ui = suite_import("suite_glue.ui")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_failure = suite_import("suite_glue.failure")
+glue_lora = suite_import("suite_glue.lora")
+glue_concat_rows = suite_import("suite_glue.concat_rows")
+as_list = suite_import("suite_glue.images").as_list
 param = glue_params.param
 
 TITLE = "IC-Light"
@@ -89,110 +90,12 @@ class Run:
     provider: Optional[object] = None
 
 
-# --- images from the UI (PIL) or the API (base64) ------------------------------------------------------------
-def _image(value, name: str):
-    label = SPEC.by_name[name].label
-    if isinstance(value, dict):  # gradio image editor value
-        value = value.get("image")
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (Image.Image, np.ndarray)):
-        return value
-    if isinstance(value, str):
-        data = value.split(",", 1)[1] if value.startswith("data:") else value
-        try:
-            image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
-            image.load()
-            return image
-        except Exception as exc:
-            raise glue_params.ParamError(f"{TITLE}: argument '{name}' ({label}) is not a base64-encoded image "
-                                         f"({type(exc).__name__}: {exc})") from None
-    raise glue_params.ParamError(f"{TITLE}: argument '{name}' ({label}) must be an image (a base64 string), "
-                                 f"got {type(value).__name__}")
-
-
-def _images(value, name: str) -> list:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    images = [_image(v, name) for v in values]
-    return [i for i in images if i is not None]
-
-
-# --- the built-in LoRA extension (extensions-builtin/Lora/networks.py) --------------------------------------
-def _networks():
-    module = sys.modules.get("networks")
-    if module is None:
-        try:
-            import networks as module  # only importable where the built-in Lora extension is
-        except Exception:
-            return None
-    if not all(hasattr(module, n) for n in ("network_restore_weights_from_backup", "network_reset_cached_weight")):
-        return None
-    return module
-
-
-def _lora_modules(unet):
-    for module in unet.modules():
-        if getattr(module, "network_weights_backup", None) is not None or \
-                getattr(module, "network_bias_backup", None) is not None:
-            yield module
-
-
-def lora_unapply(unet) -> None:
-    """Put LoRA's backed-up weights back and forget its cache, so IC-Light merges into (or checks) the
-    weights without LoRA; LoRA re-applies itself on the next forward, backing up the merged weights."""
-    networks = _networks()
-    if networks is None:
-        return
-    for module in list(_lora_modules(unet)):
-        networks.network_restore_weights_from_backup(module)
-        networks.network_reset_cached_weight(module)
-
-
-def lora_forget(unet) -> None:
-    """After a restore LoRA's backups hold merged weights: drop them (LoRA backs up the originals again)."""
-    networks = _networks()
-    if networks is None:
-        return
-    for module in list(_lora_modules(unet)):
-        networks.network_reset_cached_weight(module)
-
-
-# --- NGMS / skip early CFG ------------------------------------------------------------------------------------
-_TRIMMED = []  # models whose apply_model is wrapped (exactly while a merge is alive)
-
-
-def arm_concat_trim(model) -> None:
-    """WebUI v1.10.1's CFG denoiser drops the uncond rows of x when it skips them (NGMS, skip early CFG) but
-    passes image_cond with all rows; concat-conditioned models would then fail to concatenate. The cond rows
-    come first, so keeping the first rows of c_concat lines it up again. Instance-level; removed on restore."""
-    if getattr(model.__dict__.get("apply_model"), "iclight_trim", False):
-        return
-    bound = model.apply_model
-
-    def apply_model(x_noisy, t, cond, *args, **kwargs):
-        if isinstance(cond, dict) and cond.get("c_concat"):
-            rows = x_noisy.shape[0]
-            cond = {**cond, "c_concat": [c[:rows] if c.shape[0] > rows else c for c in cond["c_concat"]]}
-        return bound(x_noisy, t, cond, *args, **kwargs)
-
-    apply_model.iclight_trim = True
-    model.apply_model = apply_model
-    _TRIMMED.append(model)
-
-
-def disarm_concat_trim() -> None:
-    while _TRIMMED:
-        model = _TRIMMED.pop()
-        if getattr(model.__dict__.get("apply_model"), "iclight_trim", False):
-            del model.__dict__["apply_model"]
-
-
 def after_restore(unet) -> None:
-    lora_forget(unet)
-    disarm_concat_trim()
+    glue_lora.forget(unet)
+    glue_concat_rows.disarm_all()
 
 
-MERGER = iclight.Merger(before_merge=lora_unapply, after_restore=after_restore)
+MERGER = iclight.Merger(before_merge=glue_lora.unapply, after_restore=after_restore)
 
 
 # --- hooks ---------------------------------------------------------------------------------------------------
@@ -207,9 +110,9 @@ def _unet(model):
 
 def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
     """Everything checked before the model is touched; raises ICLightError / ParamError naming the fix."""
-    foregrounds = _images(values.foreground, "foreground") or [None]  # None -> the core's 'needs a foreground'
-    masks = _images(values.mask, "mask")
-    background = _image(values.background, "background")
+    foregrounds = as_list(values.foreground) or [None]  # None -> the core's 'needs a foreground'
+    masks = as_list(values.mask)
+    background = values.background
     lighting = iclight.parse_fc_light(values.lighting)
     if lighting != "none" and not img2img:
         raise iclight.ICLightError(f"{TITLE}: the lighting preference '{values.lighting}' is an initial image, "
@@ -269,9 +172,9 @@ class ICLightScript(scripts.Script):
         try:
             unet = _unet(p.sd_model)
             if unet is not None:
-                lora_unapply(unet)
+                glue_lora.unapply(unet)
             MERGER.ensure(p.sd_model, run.offset)
-            arm_concat_trim(p.sd_model)
+            glue_concat_rows.arm(p.sd_model)
         except Exception as error:
             setattr(p, RUN_ATTR, None)
             glue_failure.fail_generation(p, error)

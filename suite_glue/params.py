@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any, Callable, Optional, Sequence
 
+from .images import decode_images
+
 XYZ_OVERRIDES_ATTR = "hdsuite_xyz_overrides"
 INFOTEXT_KEY = re.compile(r"\w[\w \-/]+")  # what the WebUI's infotext parser reads back as a key
 
@@ -107,7 +109,10 @@ class ParamSpec:
         f = self.by_name[name]
         where = f"{self.title}: argument '{name}' ({f.label})"
         if f.kind == "image":
-            return value
+            try:
+                return decode_images(value, where)
+            except ValueError as exc:
+                raise ParamError(str(exc)) from None
         if f.type is bool:
             if isinstance(value, bool):
                 return value
