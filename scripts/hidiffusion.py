@@ -206,7 +206,13 @@ class Controller:
 
     def on_denoiser(self, params):
         denoiser = getattr(params, "denoiser", None)
-        if not self.state.armed or denoiser is None or getattr(denoiser, "p", None) is not self.p:
+        if not self.state.armed or denoiser is None:
+            return
+        owner = getattr(denoiser, "p", None)
+        if owner is not None and owner is not self.p:
+            # another generation samples while a failed one left us armed (neither postprocess nor close ran):
+            # release before its first UNet call, so the patches stay inert outside the generation that armed them
+            self.release()
             return
         if denoiser is not self.denoiser:  # a new denoiser object = a new sampling pass
             self.denoiser = denoiser

@@ -92,11 +92,13 @@ def _steps_run(sampler, kind, steps):
 def test_schedule_matches_official_rule(module, monkeypatch, sampler, kind):
     """Per UNet call of real generations, whether RAD (stride-4 conv) and the avg-pool ran equals
     rau_active(step, steps run) of the official rule (T1 0.6 for RAD, T2 0.3 for the pool), the step being the
-    sampler's own loop index (k-diffusion) or its callback count (DDIM), at 20/30/50 steps, img2img at 0.6."""
+    sampler's own loop index (k-diffusion) or its callback count (DDIM), at 20/30/50 steps, img2img at 0.6.
+    The step the adapter located from sigma must also equal that index at every call (Heun's correction too)."""
     load_fast_sd15()
     unet = _unet()
     config = H.make_config(unet, (8, 8), "sd15", t1=0.6, t2=0.3)
-    truth, probe = StepTruth(monkeypatch, unet), PhaseProbe(unet)
+    truth = StepTruth(monkeypatch, unet)
+    probe = PhaseProbe(unet, step_of=lambda: module.CONTROLLER.state.step)
     args = _args(module, timing="Fraction of steps", t1=0.6, t2=0.3, msw_msa=False)
     try:
         for steps in (20, 30, 50):
@@ -112,6 +114,7 @@ def test_schedule_matches_official_rule(module, monkeypatch, sampler, kind):
             assert total == _steps_run(sampler, kind, steps), (sampler, kind, steps)
             expected = [tuple(H.rau_active(i, total, config)) for i in step_of]
             assert probe.phases() == expected, (sampler, kind, steps)
+            assert [c["step"] for c in probe.calls] == step_of, (sampler, kind, steps)  # located exactly
             assert any(r for r, _ in expected) and any(p for _, p in expected) and not any(expected[-1])
             if sampler == "Heun":
                 assert len(truth.calls) > total  # two calls per step: gating by step, not by call
@@ -285,6 +288,22 @@ def test_crash_without_close_is_healed_by_the_next_generation(module):
     assert H.is_patched(unet) and module.CONTROLLER.state.armed
     off = module.SPEC.positional(module.SPEC.defaults())
     assert torch.equal(_run(module, script_args=off, sampler_name="Euler", steps=4).latents, baseline)
+    _assert_same(_snapshot(unet), before)
+    # the same, when the next generation does not even run our script: the armed callback sees another
+    # generation's denoiser and releases before its first UNet call
+    module.CONTROLLER.release()
+    handle = _raise_at(unet, 2)
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat", negative_prompt="blurry", seed=1, steps=4,
+                                                    width=64, height=64, sampler_name="Euler", scheduler="Automatic")
+    p.scripts = scripts.ScriptRunner([module.HiDiffusionScript()], arg_counts=[len(module.SPEC.fields)])
+    p.script_args = _args(module)
+    try:
+        with pytest.raises(_Boom):
+            processing.process_images(p)
+    finally:
+        handle.remove()
+    assert H.is_patched(unet) and module.CONTROLLER.state.armed and _our_denoiser_callbacks(module)
+    assert torch.equal(txt2img(sampler_name="Euler", steps=4).latents, baseline)
     _assert_same(_snapshot(unet), before)
 
 

@@ -4,9 +4,10 @@ host, what each UNet call did and which sampler step it belonged to.
 - ``load_fast_sd15()``: a TinyLDM whose UNet has the SD 1.5 block structure (12 input blocks, Downsamples at
   3/6/9, attention at the top level where MSW-MSA works) but 32 channels everywhere, attention only at the
   top level and a 16-dim context: ~3x cheaper per call than the regular tiny SD1.5, same patch points.
-- ``PhaseProbe(unet, blocks)``: forward hooks (removed by ``close``) that record per UNet call whether the
+- ``PhaseProbe(unet, ...)``: forward hooks (removed by ``close``) that record per UNet call whether the
   resolution-aware downsampler ran (its conv saw stride 4) and whether the avg-pool ran (the block after the
-  pool input block received a smaller map), and the batch size the windowed attn1 saw (4x = windows).
+  pool input block received a smaller map), whether the windowed attn1 saw 4x the batch (windows), and
+  optionally the step the adapter had located (``step_of()``).
 - ``StepTruth``: per UNet call, the sampler's own loop index (k-diffusion ``trange``) and the number of
   sampler callbacks so far (the DDIM loop calls back once per step, after its model call); ground truth that
   does not come from sigma matching.
@@ -37,8 +38,9 @@ def load_fast_sd15(seed: int = 0):
 
 
 class PhaseProbe:
-    def __init__(self, unet, rad_input=3, pool_input=4, window_attn=None):
-        self.calls = []  # dicts: rad, pool, windowed (None if no windowed block observed)
+    def __init__(self, unet, rad_input=3, pool_input=4, window_attn=None, step_of=None):
+        self.calls = []  # dicts: rad, pool, windowed (None if no windowed block observed), step (from step_of())
+        self.step_of = step_of
         self.handles = [unet.register_forward_pre_hook(self._start)]
         if rad_input is not None:
             self.handles.append(unet.input_blocks[rad_input][0].op.register_forward_pre_hook(self._rad))
@@ -50,7 +52,8 @@ class PhaseProbe:
 
     def _start(self, module, args):
         self._batch = int(args[0].shape[0])
-        self.calls.append({"rad": False, "pool": False, "windowed": None, "pool_hw": None})
+        self.calls.append({"rad": False, "pool": False, "windowed": None, "pool_hw": None,
+                           "step": self.step_of() if self.step_of is not None else None})
 
     def _rad(self, module, args):
         self.calls[-1]["rad"] = tuple(module.stride) == (4, 4)
