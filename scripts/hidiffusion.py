@@ -170,7 +170,9 @@ def sampler_schedule(sampler, p, img2img: bool, steps):
 
 
 def _is_heun(sampler) -> bool:
-    return "sample_heun" in (getattr(sampler, "funcname", None), getattr(getattr(sampler, "func", None), "__name__", None))
+    """Heun evaluates its correction at the next sigma of the schedule (the locator must be told)."""
+    func = getattr(sampler, "func", None)
+    return "sample_heun" in (getattr(sampler, "funcname", None), getattr(func, "__name__", None))
 
 
 # --- the one armed generation --------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ host, what each UNet call did and which sampler step it belonged to.
 """
 from __future__ import annotations
 
-import torch
-
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
 from modules import script_callbacks, shared
 
