@@ -30,7 +30,7 @@ Hooks:
 import dataclasses
 import logging
 
-from modules import script_callbacks, scripts, sd_samplers_common, shared
+from modules import script_callbacks, scripts, shared
 
 from hdsuite_imports import suite_import
 
@@ -39,6 +39,9 @@ glue_params = suite_import("suite_glue.params")
 glue_ui = suite_import("suite_glue.ui")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_failure = suite_import("suite_glue.failure")
+glue_lifecycle = suite_import("suite_glue.lifecycle")
+glue_neighbours = suite_import("suite_glue.neighbours")
+glue_steps = suite_import("suite_glue.steps")
 param = glue_params.param
 
 log = logging.getLogger("hidiffusion")
@@ -116,24 +119,15 @@ def times_for(values, config, total_steps: int):
                                t2=hidiffusion.ratio_for_steps(values.t2, total_steps))
 
 
-def _option_on(name) -> bool:
-    """A setting of the built-in HyperTile extension: on only if registered (extension loaded) and true."""
-    labels = getattr(shared.opts, "data_labels", None)
-    if labels is not None and name not in labels:
-        return False
-    return bool(getattr(shared.opts, name, False))
-
-
 def conflict(p, values, hires: bool):
     """Why MSW-MSA cannot run in this pass (HyperTile or ToMe re-partition the same self-attention), or None."""
     if not values.msw_msa:
         return None
-    if _option_on("hypertile_enable_unet") or (hires and _option_on("hypertile_enable_unet_secondpass")):
+    if glue_neighbours.hypertile_unet_on(hires):
         where = "'Enable Hypertile U-Net'" + (" / 'Enable Hypertile U-Net for hires fix second pass'" if hires else "")
         return (f"{TITLE}: MSW-MSA cannot run together with HyperTile U-Net (both split the same self-attention "
                 f"layers). Turn off {where} in Settings > Hypertile, or turn off MSW-MSA in {TITLE}.")
-    get_ratio = getattr(p, "get_token_merging_ratio", None)
-    ratio = get_ratio(for_hr=hires) if get_ratio is not None else getattr(shared.opts, "token_merging_ratio", 0)
+    ratio = glue_neighbours.token_merging_ratio(p, hires)
     if ratio:
         setting = "Token merging ratio for high-res pass" if hires else "Token merging ratio"
         return (f"{TITLE}: MSW-MSA cannot run together with token merging (ToMe ratio {ratio}: it changes the "
@@ -149,30 +143,6 @@ def latent_size(p, kwargs, hires: bool):
     if hires:
         return p.hr_upscale_to_y // 8, p.hr_upscale_to_x // 8
     return p.height // 8, p.width // 8
-
-
-def sampler_schedule(sampler, p, img2img: bool, steps):
-    """The decreasing sigmas (k-diffusion) or timesteps (DDIM family) the pass walks, as the WebUI's samplers
-    compute them (img2img and hires: the tail actually run), or None for a sampler of unknown kind."""
-    if img2img:
-        steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
-    else:
-        steps, t_enc = steps or p.steps, None
-    if hasattr(sampler, "get_sigmas"):
-        sigmas = sampler.get_sigmas(p, steps)
-        values = sigmas if t_enc is None else sigmas[steps - t_enc - 1:]
-    elif hasattr(sampler, "get_timesteps"):
-        timesteps = sampler.get_timesteps(p, steps)
-        values = (timesteps if t_enc is None else timesteps[:t_enc]).flip(0)
-    else:
-        return None
-    return [float(v) for v in values]
-
-
-def _is_heun(sampler) -> bool:
-    """Heun evaluates its correction at the next sigma of the schedule (the locator must be told)."""
-    func = getattr(sampler, "func", None)
-    return "sample_heun" in (getattr(sampler, "funcname", None), getattr(func, "__name__", None))
 
 
 # --- the one armed generation --------------------------------------------------------------------------------
@@ -204,7 +174,8 @@ class Controller:
         self.state.arm(seed=int(p.seeds[0]) if getattr(p, "seeds", None) else int(getattr(p, "seed", 0)))
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="HiDiffusion step")
-        _release_on_close(p)
+        # postprocess is skipped after errors and interrupts; p.close() is not
+        glue_lifecycle.call_on_close(p, "hidiffusion", lambda: self.release() if self.p is p else None)
 
     def on_denoiser(self, params):
         denoiser = getattr(params, "denoiser", None)
@@ -227,7 +198,7 @@ class Controller:
     def _locator(self, denoiser):
         sampler = getattr(denoiser, "sampler", None)
         try:
-            schedule = sampler_schedule(sampler, self.p, *self.pass_kind)
+            schedule = glue_steps.pass_schedule(sampler, self.p, *self.pass_kind)
         except Exception as error:  # a sampler from another extension with other signatures
             schedule = None
             log.debug("HiDiffusion: schedule of %r not found: %s", sampler, error)
@@ -235,7 +206,7 @@ class Controller:
             self.state.warn_once("schedule", f"{TITLE}: cannot tell the steps of sampler "
                                              f"{type(sampler).__name__}; RAU-Net is off for this pass")
             return None
-        locator = hidiffusion.StepLocator(schedule, second_call_at_next=True if _is_heun(sampler) else None)
+        locator = hidiffusion.StepLocator(schedule, second_call_at_next=glue_steps.corrects_at_next_sigma(sampler))
         self.state.config = times_for(self.values, self.base_config, locator.total_steps)
         return locator
 
@@ -245,24 +216,6 @@ CONTROLLER = Controller()
 
 def on_cfg_denoiser(params):
     CONTROLLER.on_denoiser(params)
-
-
-def _release_on_close(p):
-    """`p.close()` runs after every generation, also after errors and interrupts (the WebUI wraps generations
-    in `closing(p)`): release there too, so nothing stays armed or patched when postprocess is skipped."""
-    if getattr(p, "_hidiffusion_close_of", None) is p:
-        return
-    original = p.close
-
-    def close(*args, **kwargs):
-        try:
-            return original(*args, **kwargs)
-        finally:
-            if CONTROLLER.p is p:
-                CONTROLLER.release()
-
-    p.close = close
-    p._hidiffusion_close_of = p
 
 
 def infotext(values) -> dict:
