@@ -76,8 +76,9 @@ class ParamSpec:
     every infotext key ("HiDiffusion" -> "HiDiffusion: True", "HiDiffusion T1: 0.4")."""
 
     def __init__(self, values_class, title: str, infotext_prefix: Optional[str] = None):
-        if "enabled" not in {f.name for f in dataclasses.fields(values_class)}:
-            raise TypeError("a parameter spec needs an 'enabled' field")
+        if dataclasses.fields(values_class)[0].name != "enabled":
+            # first, so that a dict in first position can only be the API dict form, never a UI value
+            raise TypeError("a parameter spec's first field must be 'enabled'")
         self.values_class = values_class
         self.title = title
         self.infotext_prefix = infotext_prefix or title

@@ -235,3 +235,11 @@ def test_euler_cfgpp_on_ddim_timesteps_equals_the_hosts_ddim_cfgpp(family):
     assert torch.allclose(ours_vp, reference, atol=1e-5, rtol=1e-5), (ours_vp - reference).abs().max()
     wrong = euler.func(euler.model_wrap_cfg, x_vp * (sigmas[0] ** 2 + 1).sqrt(), sigmas, extra_args={**extra_args, "cond_scale": 9.0}, disable=True)
     assert not torch.allclose(wrong / (sigmas[-1] ** 2 + 1).sqrt(), reference, atol=1e-5, rtol=1e-5), "the tolerance can tell λ 0.6 from 0.72"
+
+
+@pytest.mark.parametrize("schedule", [s.label for s in __import__("modules.sd_schedulers").sd_schedulers.schedulers])
+def test_every_schedule_type_runs(schedule):
+    result = txt2img(sampler_name="DPM++ 2M CFG++", scheduler=schedule, steps=4)
+    assert torch.isfinite(result.latents).all()
+    if schedule not in ("Automatic", "Karras"):  # Karras is DPM++ 2M's automatic choice
+        assert result.extra_generation_params.get("Schedule type") == schedule

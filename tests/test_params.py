@@ -116,3 +116,14 @@ def test_infotext_keys_that_would_not_parse_back_are_refused():
 
     with pytest.raises(ValueError, match="would not parse back"):
         ParamSpec(Bad, title="Bad")
+
+
+def test_the_switch_must_come_first():
+    """A dict in first position is the API dict form; that is unambiguous only if the first field is the switch."""
+    @dataclasses.dataclass(frozen=True)
+    class SwitchLast:
+        strength: float = param(0.5, "Strength")
+        enabled: bool = param(False, "Enable")
+
+    with pytest.raises(TypeError, match="first field must be 'enabled'"):
+        ParamSpec(SwitchLast, title="Late")
