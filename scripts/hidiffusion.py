@@ -30,13 +30,13 @@ Hooks:
 import dataclasses
 import logging
 
-from modules import script_callbacks, scripts, shared
+from modules import script_callbacks, shared
 
 from hdsuite_imports import suite_import
 
 hidiffusion = suite_import("lib_hidiffusion")
 glue_params = suite_import("suite_glue.params")
-glue_ui = suite_import("suite_glue.ui")
+glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_failure = suite_import("suite_glue.failure")
 glue_lifecycle = suite_import("suite_glue.lifecycle")
@@ -227,18 +227,7 @@ def infotext(values) -> dict:
 
 
 # --- the script ------------------------------------------------------------------------------------------------
-class HiDiffusionScript(scripts.Script):
-    def title(self):
-        return TITLE
-
-    def show(self, is_img2img):
-        return scripts.AlwaysVisible
-
-    def ui(self, is_img2img):
-        controls = glue_ui.build_controls(SPEC, self.elem_id)
-        self.infotext_fields = SPEC.paste_fields(controls)
-        return controls
-
+class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
     def process(self, p, *args):
         CONTROLLER.release(p)  # heal what an interrupted or failed generation left
         setattr(p, RUN_ATTR, None)

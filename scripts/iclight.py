@@ -27,13 +27,13 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from modules import devices, paths, script_callbacks, scripts, shared
+from modules import devices, paths, script_callbacks, shared
 
 from hdsuite_imports import suite_import
 
 iclight = suite_import("lib_iclight")
 glue_params = suite_import("suite_glue.params")
-glue_ui = suite_import("suite_glue.ui")
+glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_failure = suite_import("suite_glue.failure")
 glue_lora = suite_import("suite_glue.lora")
@@ -142,18 +142,7 @@ def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
     return Run(values=dataclasses.replace(values, mode=offset.kind), offset=offset, spec=spec, img2img=img2img)
 
 
-class ICLightScript(scripts.Script):
-    def title(self):
-        return TITLE
-
-    def show(self, is_img2img):
-        return scripts.AlwaysVisible
-
-    def ui(self, is_img2img):
-        controls = glue_ui.build_controls(SPEC, self.elem_id)
-        self.infotext_fields = SPEC.paste_fields(controls)
-        return controls
-
+class ICLightScript(glue_script_base.spec_script(SPEC)):
     def before_process(self, p, *args):
         setattr(p, RUN_ATTR, None)
         try:

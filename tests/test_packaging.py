@@ -97,3 +97,18 @@ def test_preload_adds_model_folder_flags():
 def test_bench_cli_rejects_unknown_features():
     out = subprocess.run([sys.executable, "-m", "bench", "nonsense"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "unknown feature" in out.stderr
+
+
+@pytest.mark.parametrize("filename, title", [("hidiffusion.py", "HiDiffusion"), ("iclight.py", "IC-Light")])
+def test_each_feature_script_exposes_exactly_one_script_class(filename, title):
+    """The WebUI instantiates every Script subclass bound in a script module: one per feature, always visible."""
+    from modules import scripts
+    module = load_script(filename)
+    try:
+        classes = [v for v in vars(module).values()
+                   if isinstance(v, type) and issubclass(v, scripts.Script) and v is not scripts.Script]
+        assert len(classes) == 1
+        script = classes[0]()
+        assert script.title() == title and script.show(False) is scripts.AlwaysVisible
+    finally:
+        unload_callbacks(filename)
