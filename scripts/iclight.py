@@ -118,6 +118,11 @@ def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
         raise iclight.ICLightError(f"{TITLE}: the lighting preference '{values.lighting}' is an initial image, "
                                    "which needs img2img: use the img2img tab (any input image, denoising strength "
                                    "~0.9) or set the lighting preference to None.")
+    hr_checkpoint = getattr(p, "hr_checkpoint_name", None) if getattr(p, "enable_hr", False) else None
+    if hr_checkpoint and hr_checkpoint != "Use same checkpoint":
+        raise iclight.ICLightError(f"{TITLE}: hires fix would switch to the checkpoint '{hr_checkpoint}', which "
+                                   "reloads the model without IC-Light for the second pass. Set the hires checkpoint "
+                                   "to 'Use same checkpoint', or turn hires fix off.")
     if values.detail_restore and values.detail_radius % 2 == 0:
         raise glue_params.ParamError(f"{TITLE}: argument 'detail_radius' must be odd, got {values.detail_radius}")
     offset = MERGER.open(iclight.resolve_model_path(values.model, model_folder()))

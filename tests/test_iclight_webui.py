@@ -307,6 +307,16 @@ def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(s
     assert generate(script, fc_on(), seed=3, steps=2).latents.shape == never.shape
 
 
+def test_a_hires_checkpoint_switch_is_refused_before_sampling(script, never):
+    """A different hires checkpoint reloads the model (dropping the merge) between the passes: the second pass
+    would silently run without IC-Light, so the generation stops first and says what to change."""
+    with UNetSpy() as spy, pytest.raises(ValueError, match="Use same checkpoint"):
+        generate(script, fc_on(), enable_hr=True, hr_scale=1.5, hr_checkpoint_name="other.safetensors")
+    assert spy.calls == []
+    result = generate(script, fc_on(), enable_hr=True, hr_scale=1.5, hr_checkpoint_name="Use same checkpoint")
+    assert result.latents.shape[-1] == 12
+
+
 def test_sdxl_base_is_refused_before_sampling(script):
     model = load_model("sdxl")
     unet_hash = state_hash(model)

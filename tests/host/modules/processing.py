@@ -126,6 +126,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     hr_second_pass_steps: int = 0
     hr_sampler_name: str = None
     hr_scheduler: str = None
+    hr_checkpoint_name: str = None
 
     def __post_init__(self):
         hr_scheduler = self.hr_scheduler
