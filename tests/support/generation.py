@@ -34,12 +34,17 @@ def attach_text_encoder(model):
     return model
 
 
-def load_model(family: str = "sd15", seed: int = 0, **kwargs):
-    """Make a tiny model of `family`, install it as the WebUI's current model and fire on_model_loaded."""
-    model = attach_text_encoder(make_ldm(family, seed, **kwargs))
+def install_model(model):
+    """Give `model` the stand-in text encoder, make it the WebUI's current model and fire on_model_loaded."""
+    attach_text_encoder(model)
     shared.sd_model = model
     script_callbacks.model_loaded_callback(model)
     return model
+
+
+def load_model(family: str = "sd15", seed: int = 0, **kwargs):
+    """Make a tiny model of `family` and install it (see `install_model`)."""
+    return install_model(make_ldm(family, seed, **kwargs))
 
 
 def reset_host():

@@ -15,9 +15,8 @@ host, what each UNet call did and which sampler step it belonged to.
 from __future__ import annotations
 
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
-from modules import script_callbacks, shared
 
-from .generation import attach_text_encoder
+from .generation import install_model
 from .tiny_models import TinyLDM, randomize_
 
 FAST_CONTEXT = 16
@@ -29,10 +28,7 @@ def load_fast_sd15(seed: int = 0):
                      context_dim=FAST_CONTEXT, use_spatial_transformer=True, legacy=False)
     model = TinyLDM(randomize_(unet, seed).eval(), "sd15")
     model.context_dim = FAST_CONTEXT
-    attach_text_encoder(model)
-    shared.sd_model = model
-    script_callbacks.model_loaded_callback(model)
-    return model
+    return install_model(model)
 
 
 class PhaseProbe:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from . import sd_samplers_common, sd_samplers_kdiffusion, sd_samplers_timesteps, sd_schedulers, shared
+from . import sd_samplers_kdiffusion, sd_samplers_timesteps, sd_schedulers, shared
 
 all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps]
 all_samplers_map = {x.name: x for x in all_samplers}
