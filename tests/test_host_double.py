@@ -98,9 +98,12 @@ def test_exception_in_sampling_propagates_skips_postprocess_and_closes_p():
     assert holder["p"].closed
 
 
-def test_interrupt_returns_last_latent_without_postprocess():
+def test_interrupt_returns_last_latent_and_still_postprocesses():
+    """Follows sd_samplers_common.Sampler.launch_sampling (InterruptedException -> last latent) and
+    processing.process_images_inner of v1.10.1: the interrupted batch is decoded and post-processed, the next
+    batch does not start, and `postprocess` runs (only other exceptions skip it)."""
     rec = Recorder()
-    calls = []
+    calls, outputs = [], []
 
     def interrupt_after_two(params):
         calls.append(params.sampling_step)
@@ -108,11 +111,32 @@ def test_interrupt_returns_last_latent_without_postprocess():
             shared.state.interrupted = True
 
     script_callbacks.on_cfg_denoiser(interrupt_after_two)
+    script_callbacks.on_cfg_denoised(lambda params: outputs.append(params.x.clone()))
     holder = {}
-    result = txt2img([rec], [], arg_counts=[0], steps=6, p_hook=lambda p: holder.setdefault("p", p))
+    result = txt2img([rec], [], arg_counts=[0], steps=6, n_iter=2, p_hook=lambda p: holder.setdefault("p", p))
     assert len(calls) == 2, calls  # the 3rd denoiser call raises InterruptedException before any callback
-    assert result.latents is not None
-    assert "postprocess" not in rec.calls and holder["p"].closed
+    assert rec.calls == ["before_process", "process", *BATCH_HOOKS, "postprocess_batch", "postprocess_image",
+                         "postprocess"]
+    assert len(result.images) == 1 and result.latents.shape[0] == 1, "the second batch never starts"
+    assert torch.equal(result.latents, outputs[-1][:1]), "the cond rows' x0 of the last completed denoiser call"
+    assert holder["p"].closed
+
+
+def test_skip_ends_only_the_current_batch():
+    """v1.10.1 process_images_inner resets `state.skipped` at the start of each batch: Skip ends the running
+    batch (through post-processing, like an interrupt) and the next batch runs in full."""
+    rec = Recorder()
+    calls = []
+
+    def skip_first_batch(params):
+        calls.append(params.sampling_step)
+        if len(calls) == 2:
+            shared.state.skipped = True
+
+    script_callbacks.on_cfg_denoiser(skip_first_batch)
+    result = txt2img([rec], [], arg_counts=[0], steps=3, n_iter=2)
+    assert len(calls) == 2 + 3 and len(result.images) == 2
+    assert rec.calls[-1] == "postprocess" and rec.calls.count("postprocess_image") == 2
 
 
 def test_sampling_step_lags_model_calls_and_denoiser_step_counts_calls():

@@ -3,8 +3,11 @@
 Order: before_process, process, init, then per batch: before_process_batch, process_batch, conds,
 process_before_every_sampling, sampling (and for hires fix: before_hr, process_before_every_sampling with
 `p.is_hr_pass` true, second pass), post_sample, postprocess_batch, postprocess_image per image, and at the end
-postprocess. An exception in sampling propagates (postprocess not called); after an interrupt postprocess is not
-called either (shared/WEBUI_FACTS.md). Callers wrap runs in `closing(p)`, so `p.close()` always runs.
+postprocess. An exception in sampling propagates (postprocess not called). An interrupt or skip is not an
+exception here: the CFG denoiser raises InterruptedException, `Sampler.launch_sampling` returns the last latent,
+and the batch goes on through decoding and post-processing; after an interrupt no further batch starts, after a
+skip the next batch runs, and `postprocess` is called (process_images_inner of v1.10.1). Callers wrap runs in
+`closing(p)`, so `p.close()` always runs.
 Only the latent hires upscaler is reproduced.
 """
 from __future__ import annotations
@@ -263,6 +266,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
         for n in range(p.n_iter):
             p.iteration = n
+            if state.skipped:  # v1.10.1 process_images_inner: Skip ends one batch only
+                state.skipped = False
             if state.interrupted or state.stopping_generation:
                 break
             batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
@@ -297,6 +302,6 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 images.append(image)
 
     res = Processed(p, images, latents=torch.cat(latents) if latents else None, infotexts=infotexts)
-    if p.scripts is not None and not state.interrupted:
+    if p.scripts is not None:  # also after an interrupt (process_images_inner of v1.10.1)
         p.scripts.postprocess(p, res)
     return res
