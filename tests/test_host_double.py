@@ -139,6 +139,31 @@ def test_skip_ends_only_the_current_batch():
     assert rec.calls[-1] == "postprocess" and rec.calls.count("postprocess_image") == 2
 
 
+def _denoisers_per_call():
+    seen = []
+    script_callbacks.on_cfg_denoiser(lambda params: seen.append((params.denoiser, params.denoiser.step)))
+    return seen
+
+
+def test_img2img_reuses_one_sampler_across_batches_txt2img_makes_one_per_pass():
+    """img2img creates its sampler once in StableDiffusionProcessingImg2Img.init (v1.10.1), so every batch of a
+    batch count > 1 runs on the same sampler and CFG denoiser object (Sampler.initialize resets its step);
+    txt2img creates one in StableDiffusionProcessingTxt2Img.sample per batch and another in sample_hr_pass."""
+    seen = _denoisers_per_call()
+    img2img(n_iter=3, steps=2, denoising_strength=1.0)
+    denoisers = [d for d, _ in seen]
+    assert len(denoisers) == 6 and all(d is denoisers[0] for d in denoisers)
+    assert [step for _, step in seen] == [0, 1] * 3, "initialize() restarts the step count per batch"
+
+    seen.clear()
+    txt2img(n_iter=2, steps=2)
+    assert len(seen) == 4 and seen[0][0] is seen[1][0] and seen[2][0] is not seen[0][0]
+
+    seen.clear()
+    txt2img(steps=2, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=1.0)
+    assert len(seen) == 4 and seen[0][0] is seen[1][0] and seen[2][0] is not seen[0][0]
+
+
 def test_sampling_step_lags_model_calls_and_denoiser_step_counts_calls():
     seen = []
     script_callbacks.on_cfg_denoiser(lambda params: seen.append((params.sampling_step, params.denoiser.step)))
