@@ -220,6 +220,82 @@ def test_batch_cond_uncond_off_calls_model_per_image_batch():
     assert [c["x"].shape[0] for c in calls] == [2, 2, 2]
 
 
+LONG = " ".join(f"word{i}" for i in range(80))  # 80 words: two 75-token chunks, 154 tokens
+
+
+def test_text_encoder_gives_77_tokens_per_75_word_chunk():
+    """As sd_hijack_clip.FrozenCLIPEmbedderWithCustomWordsBase (chunk_length 75, 77 tokens per chunk, hstack) of
+    v1.10.1; within one call texts are padded to the longest with the empty chunk."""
+    model = shared.sd_model
+    assert model.get_learned_conditioning([""]).shape == (1, 77, model.context_dim)
+    assert model.get_learned_conditioning([" ".join(["w"] * 75)]).shape[1] == 77
+    assert model.get_learned_conditioning([" ".join(["w"] * 76)]).shape[1] == 154
+    both = model.get_learned_conditioning([LONG, "a cat"])
+    assert both.shape[:2] == (2, 154)
+    assert torch.equal(both[1, :77], model.get_learned_conditioning(["a cat"])[0])
+    assert torch.equal(both[1, 77:], model.cond_stage_model_empty_prompt[0])
+    load_model("sdxl")
+    cond = shared.sd_model.get_learned_conditioning([LONG])
+    assert cond["crossattn"].shape[1] == 154 and cond["vector"].shape[0] == 1
+
+
+def _long_prompt_run(**fields):
+    calls = _capture_model_calls()
+    outputs, denoised = [], []
+    script_callbacks.on_cfg_denoised(lambda params: outputs.append(params.x.clone()))
+    script_callbacks.on_cfg_after_cfg(lambda params: denoised.append(params.x.clone()))
+    txt2img(**{"prompt": LONG, "steps": 1, "cfg_scale": 5.0, **fields})
+    return calls, outputs, denoised
+
+
+def test_cond_and_uncond_of_different_lengths_run_as_separate_model_calls():
+    """CFGDenoiser.forward of v1.10.1 with pad_cond_uncond off (the default): when the cond and the uncond have
+    different token lengths, the cond rows (in slices of 2x the image batch, `batch_cond_uncond`) and the uncond
+    rows are separate model calls; AND parts of different lengths are padded by stack_conds (last vector)."""
+    model = shared.sd_model
+    long_c, short_c = model.get_learned_conditioning([LONG])[0], model.get_learned_conditioning(["a cat"])[0]
+    uc = model.get_learned_conditioning(["blurry"])[0]
+    calls, outputs, denoised = _long_prompt_run(batch_size=2)
+    assert [(c["x"].shape[0], c["cond"]["c_crossattn"][0].shape[1]) for c in calls] == [(2, 154), (2, 77)]
+    assert all(torch.equal(row, long_c) for row in calls[0]["cond"]["c_crossattn"][0])
+    assert all(torch.equal(row, uc) for row in calls[1]["cond"]["c_crossattn"][0])
+    x_out = outputs[0]
+    assert torch.allclose(denoised[0], x_out[2:] + 5.0 * (x_out[:2] - x_out[2:]), atol=1e-6)
+
+    calls, _, _ = _long_prompt_run(prompt=f"{LONG} AND a cat", batch_size=2)
+    assert [(c["x"].shape[0], c["cond"]["c_crossattn"][0].shape[1]) for c in calls] == [(4, 154), (2, 77)]
+    padded = calls[0]["cond"]["c_crossattn"][0][1]
+    assert torch.equal(padded[:77], short_c) and torch.equal(padded[77:], short_c[-1:].expand(77, -1))
+
+    shared.opts.batch_cond_uncond = False
+    calls, _, _ = _long_prompt_run(prompt=f"{LONG} AND a cat", batch_size=2)
+    assert [c["x"].shape[0] for c in calls] == [2, 2, 2]
+
+
+def test_pad_cond_uncond_options_make_one_model_call():
+    """pad_cond_uncond pads the shorter side with empty-prompt chunks (cond_stage_model_empty_prompt);
+    pad_cond_uncond_v0 pads the uncond with its last vector (v1.10.1 CFGDenoiser.pad_cond_uncond(_v0))."""
+    model = shared.sd_model
+    uc = model.get_learned_conditioning(["blurry"])[0]
+    shared.opts.pad_cond_uncond = True
+    calls, _, _ = _long_prompt_run()
+    assert [c["x"].shape[0] for c in calls] == [2]
+    context = calls[0]["cond"]["c_crossattn"][0]
+    assert context.shape[1] == 154 and torch.equal(context[1, :77], uc)
+    assert torch.equal(context[1, 77:], model.cond_stage_model_empty_prompt[0])
+
+    shared.opts.pad_cond_uncond_v0 = True
+    calls, _, _ = _long_prompt_run()
+    context = calls[0]["cond"]["c_crossattn"][0]
+    assert [c["x"].shape[0] for c in calls] == [2] and torch.equal(context[1, 77:], uc[-1:].expand(77, -1))
+
+    shared.opts.pad_cond_uncond = shared.opts.pad_cond_uncond_v0 = False
+    load_model("sdxl")
+    calls = _capture_model_calls()
+    txt2img(prompt=LONG, steps=1, width=32, height=32)
+    assert [(c["x"].shape[0], c["cond"]["crossattn"].shape[1]) for c in calls] == [(1, 154), (1, 77)]
+
+
 def test_ngms_skips_uncond_rows_on_odd_steps():
     """Negative Guidance minimum sigma: on odd denoiser steps below the sigma the uncond rows are not run."""
     calls = _capture_model_calls()

@@ -1,37 +1,20 @@
 """Run whole WebUI generations (txt2img, img2img, hires fix) through the host double on a tiny model.
 
 `load_model(family)` installs a TinyLDM as `shared.sd_model` with a deterministic stand-in text encoder
-(a seeded embedding per prompt text; SDXL returns {'crossattn', 'vector'}). `txt2img` / `img2img` build the
-processing object, attach the scripts with their args, run `process_images` inside `closing(p)` and return
-the `Processed` (its `.latents` are the final latents).
+(`text_encoder`: 77 tokens per 75-word chunk, as the WebUI's; SDXL returns {'crossattn', 'vector'}).
+`txt2img` / `img2img` build the processing object, attach the scripts with their args, run `process_images`
+inside `closing(p)` and return the `Processed` (its `.latents` are the final latents).
 """
 from __future__ import annotations
 
 import contextlib
-import zlib
 
-import torch
 from PIL import Image
 
 from modules import processing, scripts, script_callbacks, shared
 
-from .tiny_models import SDXL_VECTOR_DIM, TOKENS, make_ldm
-
-
-def _embed(text: str, width: int, generator_offset: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(zlib.crc32(text.encode()) + generator_offset)
-    return torch.randn(TOKENS, width, generator=gen) * 0.5
-
-
-def attach_text_encoder(model):
-    def get_learned_conditioning(texts):
-        crossattn = torch.stack([_embed(t, model.context_dim) for t in texts])
-        if model.is_sdxl:
-            vector = torch.stack([_embed(t, SDXL_VECTOR_DIM, 1)[0] for t in texts])
-            return {"crossattn": crossattn, "vector": vector}
-        return crossattn
-    model.get_learned_conditioning = get_learned_conditioning
-    return model
+from .text_encoder import attach_text_encoder
+from .tiny_models import make_ldm
 
 
 def install_model(model):

@@ -1,6 +1,9 @@
 """Host double of modules.prompt_parser: AND prompts (with `:weight`) and the cond batch reconstruction.
 
-Prompt editing ([a:b:step]) is not reproduced: each prompt part has one schedule entry."""
+Prompt editing ([a:b:step]) is not reproduced: each prompt part has one schedule entry. Each text is encoded on
+its own, so prompts over 75 tokens give longer conds (77 per chunk); `reconstruct_multicond_batch` pads the cond
+rows of one batch to the longest by repeating each row's last token vector (`stack_conds` of v1.10.1); the uncond
+rows of one batch must already agree (v1.10.1 `reconstruct_cond_batch` assigns into a tensor of the first's shape)."""
 from __future__ import annotations
 
 import re
@@ -86,6 +89,13 @@ def reconstruct_cond_batch(c, current_step):
     return torch.stack(rows)
 
 
+def stack_conds(tensors):
+    """Stack [T_i, C] tensors, padding the shorter ones with copies of their last row (v1.10.1 stack_conds)."""
+    count = max(t.shape[0] for t in tensors)
+    return torch.stack([t if t.shape[0] == count else torch.cat([t, t[-1:].repeat(count - t.shape[0], 1)])
+                        for t in tensors])
+
+
 def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
     tensors, conds_list = [], []
     for composable_prompts in c.batch:
@@ -95,5 +105,5 @@ def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step):
             tensors.append(_pick(composable.schedules, current_step).cond)
         conds_list.append(conds_for_batch)
     if isinstance(tensors[0], dict):
-        return conds_list, DictWithShape({k: torch.stack([t[k] for t in tensors]) for k in tensors[0]})
-    return conds_list, torch.stack(tensors)
+        return conds_list, DictWithShape({k: stack_conds([t[k] for t in tensors]) for k in tensors[0]})
+    return conds_list, stack_conds(tensors)

@@ -5,6 +5,13 @@ uncond rows (one per image). Edit models (cond_stage_key 'edit', image CFG != 1)
 [cond+img, uncond+img, uncond+zeros]. The skip-uncond paths (skip early CFG, NGMS) drop the uncond rows and
 put the cond output where the uncond output would be. With `batch_cond_uncond` off the model is called in
 slices of one image-batch. `cfg_denoiser` params are read back; `cfg_denoised` x is changed in place only.
+
+Prompts of different token lengths (over 75 tokens: 77 per chunk) follow CFGDenoiser.forward of v1.10.1: with
+`pad_cond_uncond_v0` the uncond is cut or padded with its last token vector to the cond's length; with
+`pad_cond_uncond` the shorter one is padded with whole chunks of the empty prompt
+(`sd_model.cond_stage_model_empty_prompt`); otherwise (the default) the cond rows and the uncond rows go
+through separate model calls (cond rows in slices of 2x the image batch with `batch_cond_uncond`, else of one
+image batch), unless the uncond rows are skipped. An edit model with unequal lengths fails there in v1.10.1.
 """
 import torch
 
@@ -18,6 +25,14 @@ def catenate_conds(conds):
     if not isinstance(conds[0], dict):
         return torch.cat(conds)
     return {key: torch.cat([c[key] for c in conds]) for key in conds[0]}
+
+
+def pad_cond(tensor, repeats, empty):
+    """Append `repeats` copies of the empty prompt's [1, 77, C] along the tokens (v1.10.1 pad_cond)."""
+    if not isinstance(tensor, dict):
+        return torch.cat([tensor, empty.repeat((tensor.shape[0], repeats, 1))], dim=1)
+    tensor["crossattn"] = pad_cond(tensor["crossattn"], repeats, empty)
+    return tensor
 
 
 def subscript_cond(cond, a, b):
@@ -61,6 +76,34 @@ class CFGDenoiser(torch.nn.Module):
     def combine_denoised_for_edit_model(self, x_out, cond_scale):
         out_cond, out_img_cond, out_uncond = x_out.chunk(3)
         return out_uncond + cond_scale * (out_cond - out_img_cond) + self.image_cfg_scale * (out_img_cond - out_uncond)
+
+    def pad_cond_uncond(self, cond, uncond):
+        """Pad the shorter of cond/uncond with empty-prompt chunks (v1.10.1 CFGDenoiser.pad_cond_uncond)."""
+        empty = shared.sd_model.cond_stage_model_empty_prompt
+        num_repeats = (cond.shape[1] - uncond.shape[1]) // empty.shape[1]
+        if num_repeats < 0:
+            cond = pad_cond(cond, -num_repeats, empty)
+            self.padded_cond_uncond = True
+        elif num_repeats > 0:
+            uncond = pad_cond(uncond, num_repeats, empty)
+            self.padded_cond_uncond = True
+        return cond, uncond
+
+    def pad_cond_uncond_v0(self, cond, uncond):
+        """Cut the uncond to the cond's length or pad it with its last token vector (v1.10.1
+        CFGDenoiser.pad_cond_uncond_v0; the DDIM padding before 1.6.0)."""
+        is_dict = isinstance(uncond, dict)
+        vec = uncond["crossattn"] if is_dict else uncond
+        if vec.shape[1] < cond.shape[1]:
+            vec = torch.cat([vec, vec[:, -1:].repeat([1, cond.shape[1] - vec.shape[1], 1])], dim=1)
+            self.padded_cond_uncond_v0 = True
+        elif vec.shape[1] > cond.shape[1]:
+            vec = vec[:, :cond.shape[1]]
+            self.padded_cond_uncond_v0 = True
+        if is_dict:
+            uncond["crossattn"] = vec
+            return cond, uncond
+        return cond, vec
 
     def get_pred_x0(self, x_in, x_out, sigma):
         return x_out
@@ -128,20 +171,39 @@ class CFGDenoiser(torch.nn.Module):
             x_in = x_in[:-batch_size]
             sigma_in = sigma_in[:-batch_size]
 
-        if is_edit_model:
-            cond_in = catenate_conds([tensor, uncond, uncond])
-        elif skip_uncond:
-            cond_in = tensor
-        else:
-            cond_in = catenate_conds([tensor, uncond])
+        self.padded_cond_uncond = False
+        self.padded_cond_uncond_v0 = False
+        if opts.pad_cond_uncond_v0 and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = self.pad_cond_uncond_v0(tensor, uncond)
+        elif opts.pad_cond_uncond and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = self.pad_cond_uncond(tensor, uncond)
 
-        if opts.batch_cond_uncond:
-            x_out = self.inner_model(x_in, sigma_in, cond=make_condition_dict(cond_in, image_cond_in))
+        if tensor.shape[1] == uncond.shape[1] or skip_uncond:
+            if is_edit_model:
+                cond_in = catenate_conds([tensor, uncond, uncond])
+            elif skip_uncond:
+                cond_in = tensor
+            else:
+                cond_in = catenate_conds([tensor, uncond])
+
+            if opts.batch_cond_uncond:
+                x_out = self.inner_model(x_in, sigma_in, cond=make_condition_dict(cond_in, image_cond_in))
+            else:
+                x_out = torch.zeros_like(x_in)
+                for a in range(0, x_out.shape[0], batch_size):
+                    b = a + batch_size
+                    x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
         else:
+            if is_edit_model:  # v1.10.1 calls torch.cat([tensor[a:b]], uncond) here, a TypeError
+                raise TypeError("cat() received an invalid combination of arguments (edit model, cond and uncond "
+                                "of different token lengths)")
             x_out = torch.zeros_like(x_in)
-            for a in range(0, x_out.shape[0], batch_size):
-                b = a + batch_size
-                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(cond_in, a, b), image_cond_in[a:b]))
+            step = batch_size * 2 if opts.batch_cond_uncond else batch_size
+            for a in range(0, tensor.shape[0], step):
+                b = min(a + step, tensor.shape[0])
+                x_out[a:b] = self.inner_model(x_in[a:b], sigma_in[a:b], cond=make_condition_dict(subscript_cond(tensor, a, b), image_cond_in[a:b]))
+            n = uncond.shape[0]
+            x_out[-n:] = self.inner_model(x_in[-n:], sigma_in[-n:], cond=make_condition_dict(uncond, image_cond_in[-n:]))
 
         denoised_image_indexes = [c[0][0] for c in conds_list]
         if skip_uncond:
