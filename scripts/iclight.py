@@ -32,6 +32,7 @@ from modules import devices, paths, script_callbacks, shared
 from hdsuite_imports import suite_import
 
 iclight = suite_import("lib_iclight")
+preferred_model_file = suite_import("lib_iclight.default_model").preferred_model_file
 glue_params = suite_import("suite_glue.params")
 glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
@@ -55,10 +56,15 @@ def model_choices() -> list:
     return iclight.list_model_files(model_folder())
 
 
+def default_model() -> str:
+    """An fc file when one exists (see lib_iclight.default_model), else "" (then enabling says what to download)."""
+    return preferred_model_file(model_folder()) or ""
+
+
 @dataclasses.dataclass(frozen=True)
 class ICLightArgs:
     enabled: bool = param(False, "Enable")
-    model: str = param("", "Model file", choices=model_choices, infotext="model", xyz=True,
+    model: str = param("", "Model file", choices=model_choices, default_from=default_model, infotext="model", xyz=True,
                        info="iclight_sd15_fc / fcon / fbc .safetensors in models/ic-light (or --iclight-dir)")
     mode: str = param("auto", "Mode", choices=("auto", "fc", "fbc"), infotext="mode", ui="radio",
                       info="auto: from the file (fc = foreground, fbc = foreground + background)")

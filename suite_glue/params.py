@@ -6,6 +6,11 @@ API forms accepted by `ParamSpec.parse(script_args)`:
 - positional: the values in field order (what the UI sends; trailing values may be missing -> defaults);
 - dict: `{"args": [{"enabled": true, "t1": 0.4}]}` in `alwayson_scripts`, i.e. a dict as the first arg; keys are
   the field names; missing keys take defaults; an unknown key or a wrong type raises `ParamError` naming it.
+
+Disabled means inert: the WebUI passes every always-on script its UI's values on every generation (the API re-runs
+`ui()` and reads each component's `.value`: an empty dropdown gives None, an untouched image None), so when
+`enabled` is false `parse` returns the defaults without checking any other value. Only an unknown key of the dict
+form is still refused (no UI produces a dict; a misspelt "enable" must not silently turn a feature off).
 """
 from __future__ import annotations
 
@@ -26,16 +31,18 @@ class ParamError(ValueError):
 
 def param(default, label: str, *, minimum=None, maximum=None, step=None, choices: Optional[Sequence] = None,
           infotext: Optional[str] = None, xyz: bool = False, info: Optional[str] = None, kind: Optional[str] = None,
-          ui: Optional[str] = None):
+          ui: Optional[str] = None, default_from: Optional[Callable[[], Any]] = None):
     """Declare one argument. `infotext`: the key suffix written to the infotext (None: not written).
     `kind`: 'image' for image inputs (PIL / numpy / base64 string). `ui`: 'radio' | 'number' | 'dropdown' | 'slider'
     to choose the control; by default bools are checkboxes, numbers with a range sliders, choices dropdowns.
     `choices` may be a callable returning the current list (e.g. files in a folder): it is called when the UI or an
-    X/Y/Z axis is built, and values are not checked against it (the feature validates them when it runs)."""
+    X/Y/Z axis is built, and values are not checked against it (the feature validates them when it runs).
+    `default_from`: a callable giving the value used when none is given (missing, None or ""), e.g. the preferred
+    file of a folder; the UI starts on it too, so the UI and the API (positional and dict) agree."""
     if choices is not None and not callable(choices):
         choices = tuple(choices)
     metadata = dict(label=label, minimum=minimum, maximum=maximum, step=step, choices=choices,
-                    infotext=infotext, xyz=xyz, info=info, kind=kind, ui=ui)
+                    infotext=infotext, xyz=xyz, info=info, kind=kind, ui=ui, default_from=default_from)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -54,6 +61,14 @@ class Field:
     info: Optional[str] = None
     kind: Optional[str] = None
     ui: Optional[str] = None
+    default_from: Optional[Callable[[], Any]] = None
+
+    def initial_value(self):
+        """The value the UI control starts on and a missing argument takes."""
+        if self.default_from is not None:
+            value = self.default_from()
+            return self.default if value is None else value
+        return self.default
 
     def choice_list(self) -> Optional[list]:
         """The current choices (a callable's result for dynamic choices), or None."""
@@ -141,6 +156,10 @@ class ParamSpec:
                 raise ParamError(f"{where} must be between {f.minimum} and {f.maximum}, got {value!r}")
             return value
         if f.type is str:
+            if f.default_from is not None and (value is None or value == ""):
+                value = f.initial_value()
+            elif value is None and callable(f.choices):
+                value = ""  # a dropdown with no choices gives None; the feature says what is missing
             if not isinstance(value, str):
                 raise ParamError(f"{where} must be a string, got {value!r}")
             if f.choices is not None and not callable(f.choices) and value not in f.choices:
@@ -159,10 +178,18 @@ class ParamSpec:
                 raise ParamError(f"{self.title}: expected at most {len(self.fields)} arguments "
                                  f"({', '.join(self.by_name)}), got {len(args)}")
             given = {f.name: v for f, v in zip(self.fields, args)}
+        unknown = [name for name in given if name not in self.by_name]
+        if unknown:
+            self.check(unknown[0], None)  # raises: unknown argument
         overrides = getattr(p, XYZ_OVERRIDES_ATTR, {}).get(self.title, {}) if p is not None else {}
         if overrides:
             given.update(overrides)
             given["enabled"] = True
+        if given.get("enabled") is None or not self.check("enabled", given["enabled"]):
+            return self.defaults()  # disabled: inert, whatever the other values (see the module docstring)
+        for f in self.fields:
+            if f.name not in given and f.default_from is not None:
+                given[f.name] = f.initial_value()
         return self.values_class(**{name: self.check(name, value) for name, value in given.items()})
 
     # --- infotext -----------------------------------------------------------------------------------------

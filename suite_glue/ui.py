@@ -19,7 +19,7 @@ def _control(gr, f: Field, elem_id: str):
         step = f.step if f.step is not None else (1 if f.type is int else 0.01)
         return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=step, value=f.default, **common)
     if f.choices is not None:
-        choices, value = f.choice_list(), f.default
+        choices, value = f.choice_list(), f.initial_value()
         if callable(f.choices) and value not in choices:  # dynamic choices: start on the first one found
             value = choices[0] if choices else None
         if f.ui == "radio":

@@ -278,7 +278,7 @@ def test_crash_without_close_is_healed_by_the_next_generation(module):
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat", negative_prompt="blurry", seed=1, steps=4,
                                                     width=64, height=64, sampler_name="Euler", scheduler="Automatic")
     p.scripts = scripts.ScriptRunner([module.HiDiffusionScript()], arg_counts=[len(module.SPEC.fields)])
-    p.script_args = _args(module)
+    p.script_args = [0, *_args(module)]
     handle = _raise_at(unet, 2)
     try:
         with pytest.raises(_Boom):
@@ -296,7 +296,7 @@ def test_crash_without_close_is_healed_by_the_next_generation(module):
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat", negative_prompt="blurry", seed=1, steps=4,
                                                     width=64, height=64, sampler_name="Euler", scheduler="Automatic")
     p.scripts = scripts.ScriptRunner([module.HiDiffusionScript()], arg_counts=[len(module.SPEC.fields)])
-    p.script_args = _args(module)
+    p.script_args = [0, *_args(module)]
     try:
         with pytest.raises(_Boom):
             processing.process_images(p)

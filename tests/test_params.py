@@ -71,17 +71,50 @@ def test_disabled_writes_no_infotext():
 
 @pytest.mark.parametrize("args, message", [
     ([{"enabled": True, "strenght": 0.3}], "unknown argument 'strenght'"),
+    ([{"enable": True}], "unknown argument 'enable'"),
     ([{"enabled": "yes"}], "argument 'enabled' (Enable) must be true or false"),
-    ([{"strength": "strong"}], "argument 'strength' (Strength) must be a number"),
-    ([{"strength": 1.5}], "argument 'strength' (Strength) must be between 0.0 and 1.0"),
-    ([{"steps": 2.5}], "argument 'steps' (Steps) must be a whole number"),
-    ([{"mode": "turbo"}], "argument 'mode' (Mode) must be one of ['auto', 'fast', 'careful']"),
+    ([{"enabled": True, "strength": "strong"}], "argument 'strength' (Strength) must be a number"),
+    ([{"enabled": True, "strength": 1.5}], "argument 'strength' (Strength) must be between 0.0 and 1.0"),
+    ([{"enabled": True, "steps": 2.5}], "argument 'steps' (Steps) must be a whole number"),
+    ([{"enabled": True, "mode": "turbo"}], "argument 'mode' (Mode) must be one of ['auto', 'fast', 'careful']"),
     ([True, "auto", 0.5, 4, True, "", "extra"], "expected at most 6 arguments"),
 ])
 def test_bad_api_input_names_the_field(args, message):
     with pytest.raises(ParamError) as info:
         SPEC.parse(args)
     assert message in str(info.value) and str(info.value).startswith("Sample:")
+
+
+@pytest.mark.parametrize("args", [
+    [False, None, None, None, None, None],  # an API default list with empty dropdowns / untouched controls
+    [False, "stale choice from a pasted infotext", 7.0, 0, "x", ""],
+    [None],
+    [{"enabled": False, "mode": None, "strength": "strong", "steps": -3}],
+    [{}],
+    [],
+])
+def test_disabled_accepts_anything_its_ui_can_produce(args):
+    """Disabled means inert: no other value is checked, the defaults come back (and write no infotext)."""
+    assert SPEC.parse(args) == SPEC.defaults()
+
+
+def test_default_from_gives_the_ui_value_and_the_missing_argument():
+    choices = ["b_other.bin", "a_preferred.bin"]
+
+    @dataclasses.dataclass(frozen=True)
+    class Files:
+        enabled: bool = param(False, "Enable")
+        file: str = param("", "File", choices=lambda: choices, default_from=lambda: choices[-1] if choices else None)
+
+    spec = ParamSpec(Files, title="Files")
+    with gr.Blocks():
+        controls = build_controls(spec, lambda name: f"files_{name}")
+    assert controls[1].value == "a_preferred.bin"
+    for args in ([True], [{"enabled": True}], [True, None], [True, ""]):
+        assert spec.parse(args).file == "a_preferred.bin", args
+    assert spec.parse([True, "b_other.bin"]).file == "b_other.bin"
+    choices.clear()
+    assert spec.parse([True, None]).file == "", "no files: an empty name, which the feature explains"
 
 
 def test_dict_form_fills_defaults_and_accepts_json_numbers():

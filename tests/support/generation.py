@@ -41,19 +41,23 @@ DEFAULTS = dict(prompt="a cat", negative_prompt="blurry", seed=1, steps=4, cfg_s
                 sampler_name="Euler", scheduler="Automatic")
 
 
-def _run(p, script_list, script_args, is_img2img, arg_counts):
-    if script_list:
-        p.scripts = scripts.ScriptRunner(list(script_list), is_img2img=is_img2img, arg_counts=arg_counts)
-        p.script_args = list(script_args)
+def _run(p, script_list, script_args, is_img2img, arg_counts, runner=None):
+    """`runner`: a ScriptRunner built elsewhere (e.g. with its UI); else one for `script_list` (`arg_counts` given:
+    no UI is built)."""
+    if runner is None and script_list:
+        runner = scripts.ScriptRunner(list(script_list), is_img2img=is_img2img, arg_counts=arg_counts)
+    if runner is not None:
+        p.scripts = runner
+        p.script_args = [0, *script_args]  # position 0: the selectable script's index (0 = None), as in v1.10.1
     with contextlib.closing(p):
         return processing.process_images(p)
 
 
-def txt2img(script_list=(), script_args=(), arg_counts=None, p_hook=None, **fields):
+def txt2img(script_list=(), script_args=(), arg_counts=None, p_hook=None, runner=None, **fields):
     p = processing.StableDiffusionProcessingTxt2Img(**{**DEFAULTS, **fields})
     if p_hook:
         p_hook(p)
-    return _run(p, script_list, script_args, False, arg_counts)
+    return _run(p, script_list, script_args, False, arg_counts, runner)
 
 
 def gradient_image(width: int, height: int) -> Image.Image:
@@ -65,11 +69,11 @@ def gradient_image(width: int, height: int) -> Image.Image:
     return Image.fromarray(rgb.astype("uint8"))
 
 
-def img2img(script_list=(), script_args=(), arg_counts=None, p_hook=None, **fields):
+def img2img(script_list=(), script_args=(), arg_counts=None, p_hook=None, runner=None, **fields):
     fields = {**DEFAULTS, "denoising_strength": 0.6, **fields}
     if "init_images" not in fields:
         fields["init_images"] = [gradient_image(fields["width"], fields["height"])]
     p = processing.StableDiffusionProcessingImg2Img(**fields)
     if p_hook:
         p_hook(p)
-    return _run(p, script_list, script_args, True, arg_counts)
+    return _run(p, script_list, script_args, True, arg_counts, runner)

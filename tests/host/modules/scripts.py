@@ -1,6 +1,7 @@
 """Host double of modules.scripts: `Script`, `AlwaysVisible`, `ScriptRunner` and the hook arg classes.
 
-As in v1.10.1, every hook of an always-on script gets `p.script_args[args_from:args_to]`, and an exception
+As in v1.10.1, every hook of an always-on script gets `p.script_args[args_from:args_to]` (position 0 of
+`p.script_args` is the selectable-script index), and an exception
 raised inside a hook is reported and swallowed (the generation goes on). `scripts_data` lists loaded script
 modules; the X/Y/Z plot is found there by extensions (`script_class.__module__ == "xyz_grid.py"`).
 """
@@ -119,25 +120,52 @@ def basedir():
 
 
 class ScriptRunner:
-    """Always-on scripts only. `arg_counts` replaces the length of each script's `ui()` controls when
-    tests run without building UI."""
+    """Always-on scripts only.
+
+    Follows `ScriptRunner.setup_ui` / `create_script_ui` / `create_script_ui_inner` of v1.10.1: `inputs` starts as
+    `[None]` (position 0 is the "Script" dropdown: the selectable script's index, 0 = None), then each always-on
+    script's `ui()` controls are appended, `args_from`/`args_to` bracket them, and `controls`, `name`,
+    `infotext_fields` and `paste_field_names` are kept. The UI is built inside a `gr.Blocks()` as the WebUI does.
+    `arg_counts` skips building the UI (tests of hooks only): each script then gets that many positions."""
 
     def __init__(self, scripts, is_img2img=False, arg_counts=None):
+        self.scripts = list(scripts)
         self.alwayson_scripts = []
-        self.inputs = []
-        offset = 0
-        for index, script in enumerate(scripts):
+        self.is_img2img = is_img2img
+        for script in self.scripts:
             script.is_txt2img = not is_img2img
             script.is_img2img = is_img2img
             script.tabname = "img2img" if is_img2img else "txt2img"
-            if script.show(is_img2img) is not AlwaysVisible:
-                continue
-            script.alwayson = True
-            count = arg_counts[index] if arg_counts is not None else len(script.ui(is_img2img) or [])
-            script.args_from, script.args_to = offset, offset + count
-            offset += count
-            self.alwayson_scripts.append(script)
-        self.args_count = offset
+            if script.show(is_img2img) is AlwaysVisible:
+                script.alwayson = True
+                self.alwayson_scripts.append(script)
+        self.inputs = [None]
+        self.infotext_fields = []
+        self.paste_field_names = []
+        if arg_counts is None:
+            self.setup_ui()
+        else:
+            for script, count in zip(self.alwayson_scripts, arg_counts):
+                script.args_from, script.args_to = len(self.inputs), len(self.inputs) + count
+                self.inputs += [None] * count
+        self.args_count = len(self.inputs)
+
+    def setup_ui(self):
+        import gradio as gr
+        with gr.Blocks():
+            self.inputs[0] = gr.Dropdown(label="Script", elem_id="script_list", choices=["None"], value="None",
+                                         type="index")
+            for script in self.alwayson_scripts:
+                script.args_from = script.args_to = len(self.inputs)
+                controls = script.ui(script.is_img2img)
+                script.controls = controls
+                if controls is None:
+                    continue
+                script.name = script.title().lower()
+                self.infotext_fields += script.infotext_fields or []
+                self.paste_field_names += script.paste_field_names or []
+                self.inputs += list(controls)
+                script.args_to = len(self.inputs)
 
     @property
     def titles(self):
