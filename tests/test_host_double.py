@@ -296,6 +296,21 @@ def test_pad_cond_uncond_options_make_one_model_call():
     assert [(c["x"].shape[0], c["cond"]["crossattn"].shape[1]) for c in calls] == [(1, 154), (1, 77)]
 
 
+def test_core_cfg_denoiser_double_splits_unequal_lengths_too():
+    """tests/support/cfg_denoiser_double (the CFG++ core tests' denoiser) follows the same v1.10.1 branch."""
+    from support.cfg_denoiser_double import CFGDenoiserDouble
+    model = shared.sd_model
+    den = make_denoiser(model)
+    c, uc = model.get_learned_conditioning([LONG]), model.get_learned_conditioning(["blurry"])
+    x, sigma = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)), den.sigmas[500:501]
+    zeros = x.new_zeros([1, 0, 8, 8])
+    with torch.no_grad():
+        out = CFGDenoiserDouble(den)(x, sigma, uncond=uc, cond=c, cond_scale=4.0)
+        d_c = den(x, sigma, cond={"c_crossattn": [c], "c_concat": [zeros]})
+        d_u = den(x, sigma, cond={"c_crossattn": [uc], "c_concat": [zeros]})
+    assert torch.allclose(out, d_u + 4.0 * (d_c - d_u), atol=1e-6)
+
+
 def test_ngms_skips_uncond_rows_on_odd_steps():
     """Negative Guidance minimum sigma: on odd denoiser steps below the sigma the uncond rows are not run."""
     calls = _capture_model_calls()

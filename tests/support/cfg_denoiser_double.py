@@ -12,7 +12,9 @@ image, no AND / prompt schedules / callbacks):
   skip early CFG: ``step / total_steps <= skip_early_cond``): only the cond rows are evaluated, the cond
   output is put where the uncond output would be, and combine uses scale 1.0;
 - inpainting blend ``D·nmask + init_latent·mask`` after denoising (or on x before, when
-  ``mask_before_denoising``).
+  ``mask_before_denoising``);
+- cond and uncond of different token lengths (prompts over 75 tokens, ``pad_cond_uncond`` off as by default):
+  two model calls, the cond rows then the uncond rows (an edit model fails there, as in v1.10.1).
 
 ``inner`` is called as ``inner(x, sigma, cond={...})``: a k-diffusion ``CompVis(V)Denoiser`` (returns
 x0) or a timestep wrapper (returns eps) — the combine is linear, so both work.
@@ -27,6 +29,10 @@ def _cat_conds(conds):
     if isinstance(conds[0], dict):
         return {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
     return torch.cat(conds)
+
+
+def _tokens(c):
+    return (c["crossattn"] if isinstance(c, dict) else c).shape[1]
 
 
 def _condition_dict(c, image_cond):
@@ -77,16 +83,20 @@ class CFGDenoiserDouble(nn.Module):
             x_in = torch.cat([x, x, x])
             sigma_in = torch.cat([sigma, sigma, sigma])
             image_in = torch.cat([image_cond, image_cond, torch.zeros_like(self.init_latent)])
-            cond_in = _cat_conds([cond, uncond, uncond])
+            cond_in = [cond, uncond, uncond]
         elif skip:
-            x_in, sigma_in, image_in, cond_in = x, sigma, image_cond, cond
+            x_in, sigma_in, image_in, cond_in = x, sigma, image_cond, [cond]
         else:
             x_in = torch.cat([x, x])
             sigma_in = torch.cat([sigma, sigma])
             image_in = torch.cat([image_cond, image_cond])
-            cond_in = _cat_conds([cond, uncond])
+            cond_in = [cond, uncond]
 
-        x_out = self.inner_model(x_in, sigma_in, cond=_condition_dict(cond_in, image_in))
+        if not is_edit and not skip and _tokens(cond) != _tokens(uncond):  # two calls: cond rows, uncond rows
+            x_out = torch.cat([self.inner_model(x, sigma, cond=_condition_dict(cond, image_cond)),
+                               self.inner_model(x, sigma, cond=_condition_dict(uncond, image_cond))])
+        else:
+            x_out = self.inner_model(x_in, sigma_in, cond=_condition_dict(_cat_conds(cond_in), image_in))
         if skip:
             x_out = torch.cat([x_out, x_out[:batch]])
 
