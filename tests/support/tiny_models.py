@@ -154,6 +154,7 @@ class TinyLDM(nn.Module):
         self.is_sd2 = family == "sd21"
         self.is_sdxl = family == "sdxl"
         self.is_ssd = False
+        self.is_sdxl_inpaint = self.is_sdxl and unet.in_channels == 9
         self.context_dim = CONTEXT_DIM[family]
 
     @property
@@ -168,7 +169,7 @@ class TinyLDM(nn.Module):
         """x [B,4,h,w], t [B] (float timesteps), cond {'c_crossattn': [c] | 'crossattn': c, 'vector', 'c_concat': [img]}."""
         unet = self.model.diffusion_model
         context = cond["crossattn"] if "crossattn" in cond else torch.cat(cond["c_crossattn"], 1)
-        if unet.in_channels > x.shape[1]:
+        if self._joins_concat():
             x = torch.cat([x] + list(cond["c_concat"]), dim=1)
         if self.depth > 1:
             context = [context] * self.depth
@@ -176,6 +177,14 @@ class TinyLDM(nn.Module):
         if getattr(unet, "num_classes", None) is not None:
             kwargs["y"] = cond["vector"]
         return unet(x, t, context=context, **kwargs)
+
+    def _joins_concat(self) -> bool:
+        """Whether `c_concat` joins x on the channels. SD 1/2 follow ldm `DiffusionWrapper.forward` (only for
+        conditioning_key 'concat' / 'hybrid' / 'hybrid-adm'; otherwise c_concat is ignored), SDXL follows
+        `sd_models_xl.apply_model` of WebUI v1.10.1 (only when `is_sdxl_inpaint`, a 9-channel UNet)."""
+        if self.is_sdxl:
+            return self.is_sdxl_inpaint
+        return self.model.conditioning_key in ("concat", "hybrid", "hybrid-adm")
 
     def encode_first_stage(self, image):
         return self.first_stage_model.encode(image)
