@@ -286,5 +286,5 @@ def register_axes():
 # Scripts are executed again on "Reload UI": drop this file's earlier callbacks, then register once.
 script_callbacks.remove_current_script_callbacks()
 script_callbacks.on_script_unloaded(on_script_unloaded, name="HiDiffusion remove patches")
+# the X/Y/Z plot loads after this file (metadata.ini "Before"); before_ui fires once every script is loaded
 script_callbacks.on_before_ui(register_axes, name="HiDiffusion X/Y/Z axes")
-register_axes()

@@ -145,3 +145,28 @@ def test_api_defaults_follow_the_real_components(suite):
     assert args[:ic.args_from] == defaults[:ic.args_from] and args[ic.args_to:] == defaults[ic.args_to:]
     with pytest.raises(Exception, match="422"):
         api.init_script_args({"alwayson_scripts": {"nope": {"args": []}}}, defaults, t2i)
+
+
+def test_xyz_axes_are_registered_in_the_real_load_order(suite):
+    """metadata.ini puts our scripts before xyz_grid.py, so at our import the plot is not loaded yet; the axes come
+    from on_before_ui, which v1.10.1 webui()/api_only() fire after every script file is loaded."""
+    import configparser
+    import xyz_grid_double
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "metadata.ini"))
+    for name in SCRIPT_FILES:
+        assert ini[f"scripts/{name}"]["Before"] == "xyz_grid.py"
+    scripts.scripts_data[:] = [d for d in scripts.scripts_data if d.script_class.__module__ != "xyz_grid.py"]
+    for name in SCRIPT_FILES:  # our files load first ...
+        unload_callbacks(name)
+        suite[name] = load_script(name)
+    xyz = xyz_grid_double.install()  # ... then the X/Y/Z plot
+    ours = [o.label for o in xyz.axis_options if o.label.startswith(("HiDiffusion", "IC-Light"))]
+    assert ours == [], "nothing can be registered at import time in this order"
+    script_callbacks.before_ui_callback()
+    labels = [o.label for o in xyz.axis_options]
+    assert "HiDiffusion T1" in labels and "IC-Light Model file" in labels
+    ours = [label for label in labels if label.startswith(("HiDiffusion", "IC-Light"))]
+    assert len(ours) == len(set(ours))
+    script_callbacks.before_ui_callback()  # Reload UI fires it again: no duplicates
+    assert [o.label for o in xyz.axis_options] == labels

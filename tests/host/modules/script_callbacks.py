@@ -154,6 +154,21 @@ def script_unloaded_callback():
     _run("script_unloaded")
 
 
+def before_ui_callback():
+    """v1.10.1 `before_ui_callback`: after every script file is loaded, before the UI (and in --nowebui mode before
+    the API) is built; callbacks run in reverse order."""
+    for c in reversed(list(callback_map["callbacks_before_ui"])):
+        try:
+            c.callback()
+        except Exception:
+            reported_errors.append(("before_ui", traceback.format_exc()))
+
+
+def app_started_callback(demo, app):
+    """v1.10.1 `app_started_callback(demo, app)`: the FastAPI app, once started (demo is None with --nowebui)."""
+    _run("app_started", demo, app)
+
+
 def ui_settings_callback():
     _run("ui_settings")
 
