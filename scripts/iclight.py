@@ -223,5 +223,5 @@ def register_axes():
 script_callbacks.remove_current_script_callbacks()
 script_callbacks.on_model_loaded(on_model_loaded, name="IC-Light restore")
 script_callbacks.on_script_unloaded(on_script_unloaded, name="IC-Light restore all")
+# the X/Y/Z plot loads after this file (metadata.ini "Before"); before_ui fires once every script is loaded
 script_callbacks.on_before_ui(register_axes, name="IC-Light X/Y/Z axes")
-register_axes()
