@@ -1,8 +1,8 @@
 """Apply/remove HiDiffusion on an ldm (SD1/SD2) or sgm (SDXL) ``UNetModel``, by submodule wrappers only.
 
 ``apply(unet, config, state)`` installs instance-level forward wrappers (see ``wrap``) on:
-RAD Downsample and RAU Upsample (if the family has them), the pool input block and bicubic output block
-(``config.rau_net``), the windowed SpatialTransformers and their ``transformer_blocks[t].attn1``
+every Downsample and Upsample (the RAD/RAU pair if the family has them; the others record/resize to the skip
+sizes, see ``rau_net``), the pool input block and bicubic output block (``config.rau_net``), the windowed SpatialTransformers and their ``transformer_blocks[t].attn1``
 (``config.msw_msa``). ``UNetModel.forward`` and every class are left alone; the module tree, parameters
 and buffers are unchanged. All wrappers read ``state``: disarmed, each one calls the original forward
 with the original arguments (bit-identical output).
@@ -19,7 +19,7 @@ from torch import nn
 from . import wrap
 from .msw_msa import msw_body, record_hw_body
 from .presets import HiDiffusionConfig, layout_of
-from .rau_net import bicubic_body, pool_body, rad_body, rau_body
+from .rau_net import bicubic_body, pool_body, rad_body, record_body, up_body
 
 
 def _expect(module: nn.Module, cls_name: str, where: str) -> nn.Module:
@@ -35,6 +35,16 @@ def _spatial_transformer(block: nn.Module, where: str):
     raise ValueError(f"HiDiffusion: no SpatialTransformer in {where}")
 
 
+def _resamplers(unet: nn.Module):
+    """[(index, Downsample)] of the input blocks (top to bottom) and [(index, Upsample)] ending the output blocks
+    (bottom to top); pairs are ``zip(downs[::-1], ups)``. ValueError if the counts differ."""
+    downs = [(i, b[0]) for i, b in enumerate(unet.input_blocks) if type(b[0]).__name__ == "Downsample"]
+    ups = [(i, b[-1]) for i, b in enumerate(unet.output_blocks) if type(b[-1]).__name__ == "Upsample"]
+    if len(downs) != len(ups):
+        raise ValueError(f"HiDiffusion: {len(downs)} Downsamples but {len(ups)} Upsamples in the UNet")
+    return downs, ups
+
+
 def apply(unet: nn.Module, config: HiDiffusionConfig, state) -> List[str]:
     """Patch ``unet`` for ``config`` (removing any earlier patch first); ``state.config`` is set to ``config``.
     Returns the patched module names. Raises ValueError (nothing patched) if the layout does not match."""
@@ -45,13 +55,22 @@ def apply(unet: nn.Module, config: HiDiffusionConfig, state) -> List[str]:
     blocks = config.blocks
     plan = []  # (name, module, body, tag), validated before anything is installed
     if config.rau_net:
+        downs, ups = _resamplers(unet)
         if blocks.rad_input is not None:
-            name = f"input_blocks.{blocks.rad_input}.0"
-            down = _expect(unet.input_blocks[blocks.rad_input][0], "Downsample", name)
-            plan.append((name, down, rad_body(down, state), "rad"))
-            name = f"output_blocks.{blocks.rau_output}.{len(unet.output_blocks[blocks.rau_output]) - 1}"
-            up = _expect(unet.output_blocks[blocks.rau_output][-1], "Upsample", name)
-            plan.append((name, up, rau_body(up, state), "rau"))
+            _expect(unet.input_blocks[blocks.rad_input][0], "Downsample", f"input_blocks.{blocks.rad_input}.0")
+            _expect(unet.output_blocks[blocks.rau_output][-1], "Upsample", f"output_blocks.{blocks.rau_output}")
+        for slot, ((down_index, down), (up_index, up)) in enumerate(zip(downs[::-1], ups)):
+            if (down_index == blocks.rad_input) != (up_index == blocks.rau_output):
+                raise ValueError(f"HiDiffusion: input_blocks.{down_index} and output_blocks.{up_index} are not "
+                                 f"the resolution-aware pair of this layout")
+            if down_index == blocks.rad_input:
+                plan.append((f"input_blocks.{down_index}.0", down, rad_body(down, slot, state), "rad"))
+                plan.append((f"output_blocks.{up_index}.{len(unet.output_blocks[up_index]) - 1}", up,
+                             up_body(up, slot, state), "rau"))
+            else:
+                plan.append((f"input_blocks.{down_index}.0", down, record_body(slot, state), "down"))
+                plan.append((f"output_blocks.{up_index}.{len(unet.output_blocks[up_index]) - 1}", up,
+                             up_body(up, slot, state), "up"))
         plan.append((f"input_blocks.{blocks.pool_input}", unet.input_blocks[blocks.pool_input],
                      pool_body(state), "pool"))
         plan.append((f"output_blocks.{blocks.bicubic_output}", unet.output_blocks[blocks.bicubic_output],

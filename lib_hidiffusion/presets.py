@@ -39,7 +39,8 @@ SDXL (3 levels; input_blocks 1,2 | 3=Down | 4,5 | 6=Down | 7,8; transformer dept
 SDXL-Turbo: the SDXL pool/bicubic pair only (no RAD/RAU) and the SDXL MSW-MSA blocks.
 
 The official RAU is diffusers' ``Upsample2D`` interpolating (nearest) to the recorded skip size (its
-``num_upsamplers += 12`` hack forces ``upsample_size``), then the conv: we do the same on the ldm ``Upsample``.
+``num_upsamplers += 12`` hack forces ``upsample_size`` on every up block), then the conv: during the RAU-Net
+phases we do the same on every ldm ``Upsample`` (see ``rau_net``).
 """
 from __future__ import annotations
 

@@ -1,14 +1,22 @@
 """RAU-Net: resolution-aware downsampler/upsampler and the avg-pool/bicubic pair, as wrapper bodies.
 
-Each ``*_body(module, state)`` returns ``body(original, x, *args, **kwargs)`` for ``wrap.install``. While the
-state's phase does not enable the stage, the body returns ``original(x, ...)`` untouched.
+Each ``*_body(...)`` returns ``body(original, x, *args, **kwargs)`` for ``wrap.install``. While the state's
+phase enables no RAU-Net stage, every body returns ``original(x, ...)`` untouched (the WebUI's own UNet).
 
+The UNet's Downsamples and Upsamples are paired by level (``slot``: the k-th Downsample from the bottom with
+the k-th Upsample from the top). While any stage is active:
+
+- every Downsample records its input size in ``state.skip_hw[slot]``: the size of the skip connection its
+  paired Upsample's output meets;
+- every Upsample resizes (nearest) to that recorded size, then applies its own conv module, when that size is
+  not exactly twice its input (else it runs unchanged). This is what the official code does on every up block
+  (its ``num_upsamplers += 12`` makes diffusers pass ``upsample_size`` = the skip's size), where ldm would
+  upsample 2x, convolve, and let the WebUI's ``torch.cat`` hijack resize afterwards (other conv borders).
+  The resolution-aware upsampler (RAU) is the paired Upsample of RAD: it resizes to RAD's input size.
 - RAD: runs the pretrained Downsample (its own forward, hence its conv module ``op``) with the conv's
   stride/padding/dilation temporarily set to 4/2/2 (official values), restored in ``finally``; conv forward
   patches of other extensions (the WebUI's LoRA patches ``nn.Conv2d.forward``) still apply. Output size is
-  ``ceil(H / 4)``. Records the input size (the skip size the matching upsampler must restore).
-- RAU: nearest-resizes to the recorded size, then the Upsample's own conv module (official: diffusers'
-  ``Upsample2D`` with ``upsample_size``).
+  ``ceil(H / 4)``.
 - pool: ``avg_pool2d(kernel 2, ceil_mode=True)`` on the output of an input block, recording its size;
   bicubic: resizes the output of the matching output block back to that size.
 """
@@ -20,15 +28,32 @@ from torch import nn
 RAD_STRIDE, RAD_PADDING, RAD_DILATION = (4, 4), (2, 2), (2, 2)
 
 
-def rad_body(module: nn.Module, state):
+def _hw(x):
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
+def record_body(slot: int, state):
+    """A Downsample outside RAD: records its input size while a stage is active."""
+
+    def body(original, x, *args, **kwargs):
+        if state.rau_phase.any:
+            state.skip_hw[slot] = _hw(x)
+        return original(x, *args, **kwargs)
+
+    return body
+
+
+def rad_body(module: nn.Module, slot: int, state):
     op = getattr(module, "op", None)
     if not isinstance(op, nn.Conv2d):
         raise ValueError("HiDiffusion: the resolution-aware downsampler needs a Downsample with a conv `op`")
 
     def body(original, x, *args, **kwargs):
-        if not state.rau_phase.rad:
+        phase = state.rau_phase
+        if phase.any:
+            state.skip_hw[slot] = _hw(x)
+        if not phase.rad:
             return original(x, *args, **kwargs)
-        state.rad_input_hw = (int(x.shape[-2]), int(x.shape[-1]))
         saved = (op.stride, op.padding, op.dilation)
         op.stride, op.padding, op.dilation = RAD_STRIDE, RAD_PADDING, RAD_DILATION
         try:
@@ -39,10 +64,12 @@ def rad_body(module: nn.Module, state):
     return body
 
 
-def rau_body(module: nn.Module, state):
+def up_body(module: nn.Module, slot: int, state):
+    """An Upsample: while a stage is active, resize to the paired Downsample's recorded input size, then conv."""
+
     def body(original, x, *args, **kwargs):
-        hw = state.rad_input_hw
-        if not state.rau_phase.rad or hw is None:
+        hw = state.skip_hw.get(slot) if state.rau_phase.any else None
+        if hw is None or hw == (2 * int(x.shape[-2]), 2 * int(x.shape[-1])):
             return original(x, *args, **kwargs)
         x = F.interpolate(x, size=hw, mode="nearest")
         if getattr(module, "use_conv", False):
@@ -57,7 +84,7 @@ def pool_body(state):
         out = original(*args, **kwargs)
         if not state.rau_phase.pool:
             return out
-        state.pool_input_hw = (int(out.shape[-2]), int(out.shape[-1]))
+        state.pool_input_hw = _hw(out)
         return F.avg_pool2d(out, kernel_size=(2, 2), ceil_mode=True)
 
     return body

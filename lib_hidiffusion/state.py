@@ -7,7 +7,7 @@ the generation ends (also on errors; ``patcher.remove`` heals a UNet whose state
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -31,11 +31,12 @@ class HiDiffusionState:
         self.step: Optional[int] = None
         self.total_steps: Optional[int] = None
         self.phase: Phase = INACTIVE
-        self.rad_input_hw: Optional[Tuple[int, int]] = None   # recorded by the RAD Downsample
+        self.skip_hw: Dict[int, Tuple[int, int]] = {}          # Downsample slot -> its input (h, w)
         self.pool_input_hw: Optional[Tuple[int, int]] = None  # recorded before the avg-pool
         self.window_hw: Dict[int, Tuple[int, int]] = {}       # SpatialTransformer id -> (h, w) of its input
         self._shift_cache: Dict[Tuple[int, int], List[int]] = {}
         self._warned = set()
+        self.on_warning: Optional[Callable[[str], None]] = None  # the host shows warnings to the user too
 
     # -- host side -------------------------------------------------------------------------------------
     def arm(self, seed: int = 0, config: Optional[HiDiffusionConfig] = None) -> None:
@@ -64,7 +65,7 @@ class HiDiffusionState:
         self.step = None
         self.total_steps = None
         self.phase = INACTIVE
-        self.rad_input_hw = None
+        self.skip_hw.clear()
         self.pool_input_hw = None
         self.window_hw.clear()
         self._shift_cache.clear()
@@ -97,9 +98,12 @@ class HiDiffusionState:
         return shifts[block_ordinal]
 
     def warn_once(self, key: str, message: str) -> None:
+        """Log `message` once per process, and pass it to `on_warning` (e.g. the generation's comment) every time."""
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+        if self.on_warning is not None:
+            self.on_warning(message)
 
 
 def _mix(seed: int, step: int) -> int:

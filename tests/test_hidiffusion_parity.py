@@ -16,7 +16,7 @@ import torch
 
 import lib_hidiffusion as H
 from support.hidiffusion_oracle import (fixed_official_shift, official_apply, official_set_step,
-                                        official_settings, to_diffusers)
+                                        official_settings, to_diffusers, webui_cat_hijack)
 from support.tiny_models import make_context, make_unet
 
 torch.set_grad_enabled(False)
@@ -190,3 +190,69 @@ def test_official_shift_mode_draws_like_official():
         outs.append(ours)
     H.remove(unet)
     assert (outs[0] - outs[1]).abs().max() > 1e-3 * outs[0].abs().max()  # the seeds drew different shifts
+
+
+# -- every size: the up path resizes to the skip sizes as the official does ------------------------------------
+# Latent (H, W), non-square, sides not multiples of 16 (pixel sizes not multiples of 128), reproducing the
+# divisibility cases of real sizes cheaply:
+# - 8 x odd (832x1216 -> 104x152 on SD 1.5: RAD 26x38 -> 13x19 -> 7x10, whose 2x upsample is cropped): 24, 40;
+# - 16k beside 8 x odd (1344x768 -> 168x96): (24, 32);
+# - 4 x odd (SDXL sizes multiple of 32 px, not 64: pooled 33 -> 17, upsampled 34 vs 33): 20, 28, 36;
+# - odd latent sides (pixel sizes multiple of 8 only): 13, 27.
+SWEEP_SIZES = {"sd15": [(24, 40), (40, 24), (24, 32), (20, 36), (13, 22)],
+               "sdxl": [(20, 28), (28, 12), (36, 20), (24, 40), (20, 27), (13, 22)]}
+SWEEP_SCHEDULES = {  # name: (family, N, steps, our kwargs, official settings, expected phases)
+    "sd15": ("sd15", 10, [0, 3, 7], dict(t1=0.7, t2=0.3), dict(ratios={"sd15_1024": (0.7, 0.3)}),
+             [(True, True), (True, False), (False, False)]),
+    "sd21": ("sd21", 10, [0, 3, 7], dict(t1=0.7, t2=0.3), dict(ratios={"sd15_1024": (0.7, 0.3)}),
+             [(True, True), (True, False), (False, False)]),
+    "sdxl_aggressive": ("sdxl", 20, [0, 3, 8], {}, {}, [(True, False), (False, True), (False, False)]),
+    "sdxl": ("sdxl", 10, [2, 3, 7], dict(t1=0.7, t2=0.3, aggressive=False),
+             dict(ratios={"sdxl_2048": (0.7, 0.3)}, aggressive=False), [(True, True), (False, True), (False, False)]),
+}
+
+
+@pytest.mark.parametrize("name", list(SWEEP_SCHEDULES))
+def test_rau_net_parity_at_every_size(name):
+    """Covers issue 8 item 3: at latent sizes whose down path rounds up (ceil) somewhere, the official code makes
+    every up block interpolate to its skip's size before its conv (``num_upsamplers += 12``); ours must agree
+    within 1e-4 x the output magnitude per UNet call at the RAD, RAD+pool and pool steps of SD 1.5, SD 2.1 and
+    SDXL (aggressive and not), with the WebUI's torch.cat hijack installed (as in the WebUI). Plain steps keep
+    the WebUI's own UNet (bit-identical to unpatched). The phases must really change the output."""
+    family, n_steps, steps, our_kwargs, settings, phases = SWEEP_SCHEDULES[name]
+    layout = "sdxl" if family.startswith("sdxl") else "sd15"
+    unet, dunet = _pair(family)
+    worst = 0.0
+    with webui_cat_hijack():
+        for hw in SWEEP_SIZES[layout]:
+            xs, ts, ctx = _inputs(family, hw, n_steps)
+            config = H.make_config(unet, hw, family, msw_msa=False, **our_kwargs)
+            state = H.HiDiffusionState()
+            H.apply(unet, config, state)
+            state.arm(seed=0)
+            try:
+                with official_settings(**settings):
+                    official_apply(dunet, family, n_steps, apply_window_attn=False)
+                    for i, expected in zip(steps, phases):
+                        x, t = xs[i], ts[i]
+                        official_set_step(dunet, i)
+                        assert tuple(state.set_step(i, n_steps)) == expected, (name, hw, i)
+                        ours = _ldm_call(unet, family, x, t, ctx)
+                        scale = ours.abs().max().item()
+                        state.disarm()
+                        base = _ldm_call(unet, family, x, t, ctx)
+                        state.arm(seed=0)
+                        if not any(expected):
+                            assert torch.equal(ours, base), (name, hw, i)
+                            continue
+                        assert (ours - base).abs().max() > 1e-3 * scale, (name, hw, i)  # the phase ran
+                        ref = dunet(x, t.expand(1), encoder_hidden_states=ctx).sample
+                        diff = (ours - ref).abs().max().item()
+                        worst = max(worst, diff / scale)
+                        assert diff <= 1e-4 * scale, f"{name} {hw} step {i} {expected}: rel {diff / scale:.3g}"
+            finally:
+                state.disarm()
+                H.remove(unet)
+                from hidiffusion import remove_hidiffusion
+                remove_hidiffusion(dunet)
+    print(f"{name}: worst relative difference {worst:.3g}")
