@@ -162,6 +162,7 @@ class Controller:
     def release(self, p=None):
         """Disarm, remove every wrapper (of the armed UNet and of `p`'s), unregister the callback. Idempotent."""
         self.state.disarm()
+        self.state.on_warning = None
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         for unet in (self.unet, _unet(p) if p is not None else None):
             if unet is not None:
@@ -172,6 +173,7 @@ class Controller:
         hidiffusion.apply(unet, config, self.state)
         self.unet, self.p, self.values, self.base_config, self.pass_kind = unet, p, values, config, pass_kind
         self.state.arm(seed=int(p.seeds[0]) if getattr(p, "seeds", None) else int(getattr(p, "seed", 0)))
+        self.state.on_warning = getattr(p, "comment", None)  # warnings reach the user under the image too
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="HiDiffusion step")
         # postprocess is skipped after errors and interrupts; p.close() is not
@@ -218,11 +220,47 @@ def on_cfg_denoiser(params):
     CONTROLLER.on_denoiser(params)
 
 
-def infotext(values) -> dict:
+PRESET_KEY = f"{TITLE} preset"
+FAMILY_LABELS = {v: k for k, v in FAMILIES.items() if v}
+
+
+def _existing_windows(unet, blocks):
+    """{part: [block indices]} of the windowed blocks the UNet has (SSD-1B lacks some transformer blocks)."""
+    found = {}
+    for part, index, t in blocks.window_blocks:
+        try:
+            transformer = next(m for m in getattr(unet, part)[index] if hasattr(m, "transformer_blocks"))
+            if t < len(transformer.transformer_blocks) and index not in found.get(part, []):
+                found.setdefault(part, []).append(index)
+        except (IndexError, StopIteration):
+            continue
+    return found
+
+
+def describe(values, config, unet) -> str:
+    """What runs in the first pass, resolved ('Auto' included), for the infotext key `PRESET_KEY`. Written without
+    ',' or ':' so it stays one infotext value; no paste field reads it, so pasting keeps the user's 'Auto'."""
+    parts = [FAMILY_LABELS.get(config.family, config.family)]
+    if config.rau_net:
+        unit = " steps" if values.timing == "Steps" else ""
+        t1, t2 = (values.t1, values.t2) if values.timing == "Steps" else (config.t1, config.t2)
+        parts += [f"RAU-Net T1 {t1:g}{unit}", f"T2 {t2:g}{unit}"]
+        if config.family == "sdxl":
+            parts.append("aggressive" if config.aggressive else "not aggressive")
+    if config.msw_msa:
+        windows = _existing_windows(unet, config.blocks)
+        names = {"input_blocks": "in", "output_blocks": "out"}
+        parts.append("MSW-MSA " + " ".join(f"{names[part]} {'/'.join(map(str, idx))}" for part, idx in windows.items()))
+    return "; ".join(parts)
+
+
+def infotext(values, config=None, unet=None) -> dict:
     entries = SPEC.infotext(values)
     if values.timing == "Auto":
         for name in ("t1", "t2"):
             entries.pop(SPEC.infotext_key(SPEC.by_name[name]), None)
+    if config is not None:
+        entries[PRESET_KEY] = describe(values, config, unet)
     return entries
 
 
@@ -239,7 +277,7 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
             unet = _unet(p)
             if unet is None:
                 raise ValueError(f"{TITLE}: no UNet found at sd_model.model.diffusion_model")
-            pass_config(values, unet, (p.height // 8, p.width // 8), hires=False)
+            config = pass_config(values, unet, (p.height // 8, p.width // 8), hires=False)
             for hires in (False, True) if getattr(p, "enable_hr", False) else (False,):
                 message = conflict(p, values, hires)
                 if message:
@@ -248,7 +286,7 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
             glue_failure.fail_generation(p, error)
             return
         setattr(p, RUN_ATTR, values)
-        p.extra_generation_params.update(infotext(values))
+        p.extra_generation_params.update(infotext(values, config, unet))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         CONTROLLER.release(p)
