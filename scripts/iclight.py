@@ -36,6 +36,7 @@ preferred_model_file = suite_import("lib_iclight.default_model").preferred_model
 glue_params = suite_import("suite_glue.params")
 glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
+glue_fields_route = suite_import("suite_glue.fields_route")
 glue_failure = suite_import("suite_glue.failure")
 glue_lora = suite_import("suite_glue.lora")
 glue_concat_rows = suite_import("suite_glue.concat_rows")
@@ -225,3 +226,5 @@ script_callbacks.on_model_loaded(on_model_loaded, name="IC-Light restore")
 script_callbacks.on_script_unloaded(on_script_unloaded, name="IC-Light restore all")
 # the X/Y/Z plot loads after this file (metadata.ini "Before"); before_ui fires once every script is loaded
 script_callbacks.on_before_ui(register_axes, name="IC-Light X/Y/Z axes")
+glue_fields_route.publish(SPEC, lambda: {"folder": model_folder(), "files": model_choices()})
+script_callbacks.on_app_started(glue_fields_route.add_route, name="IC-Light fields route")

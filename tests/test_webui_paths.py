@@ -170,3 +170,22 @@ def test_xyz_axes_are_registered_in_the_real_load_order(suite):
     assert len(ours) == len(set(ours))
     script_callbacks.before_ui_callback()  # Reload UI fires it again: no duplicates
     assert [o.label for o in xyz.axis_options] == labels
+
+
+def test_fields_route_lists_field_names_defaults_and_iclight_files(suite):
+    """`/sdapi/v1/script-info` gives control labels; our GET route gives the names the dict form takes."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    fc, fbc = fill_folder(shared.cmd_opts.iclight_dir)
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    script_callbacks.app_started_callback(None, app)  # registered by two scripts, added once
+    assert [r.path for r in app.routes].count("/hdsuite/v1/fields") == 1
+    body = TestClient(app).get("/hdsuite/v1/fields").json()
+    hd = {f["name"]: f for f in body["HiDiffusion"]["fields"]}
+    assert list(hd)[:3] == ["enabled", "model", "rau_net"]
+    assert hd["t1"]["default"] == 0.4 and hd["model"]["choices"][0] == "Auto" and hd["enabled"]["infotext"] == "HiDiffusion"
+    ic = body["IC-Light"]
+    assert {f["name"]: f for f in ic["fields"]}["model"]["default"] == os.path.basename(fc)
+    assert sorted(ic["files"]) == sorted([os.path.basename(fc), os.path.basename(fbc)])
+    assert ic["folder"] == shared.cmd_opts.iclight_dir
