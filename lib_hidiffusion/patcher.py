@@ -7,6 +7,10 @@ sizes, see ``rau_net``), the pool input block and bicubic output block (``config
 and buffers are unchanged. All wrappers read ``state``: disarmed, each one calls the original forward
 with the original arguments (bit-identical output).
 
+A windowed transformer block missing from the UNet is skipped: the WebUI turns SSD-1B checkpoints into an SDXL
+UNet without ``output_blocks[4|5][1].transformer_blocks[1]`` (``sd_hijack.convert_sdxl_to_ssd``); MSW-MSA then
+windows the blocks that exist (each keeps its ordinal, hence its seeded shift).
+
 ``remove(unet)`` removes every wrapper of ours found anywhere in the UNet (also ones left by a crashed
 generation or by another ``apply``), restoring each module's ``__dict__`` exactly; idempotent.
 """
@@ -81,10 +85,13 @@ def apply(unet: nn.Module, config: HiDiffusionConfig, state) -> List[str]:
         for ordinal, (part, index, t) in enumerate(blocks.window_blocks):
             where = f"{part}.{index}"
             pos, st = _spatial_transformer(getattr(unet, part)[index], where)
+            block = dict(st.transformer_blocks.named_children()).get(str(t))
+            if block is None:  # SSD-1B: the WebUI deleted this transformer block; window the ones that exist
+                continue
             if id(st) not in seen:
                 seen[id(st)] = len(seen)
                 plan.append((f"{where}.{pos}", st, record_hw_body(seen[id(st)], state), "record_hw"))
-            attn1 = st.transformer_blocks[t].attn1
+            attn1 = block.attn1
             plan.append((f"{where}.{pos}.transformer_blocks.{t}.attn1", attn1,
                          msw_body(seen[id(st)], ordinal, n, state), "msw"))
     state.config = config

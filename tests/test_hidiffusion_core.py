@@ -14,7 +14,9 @@ import lib_hidiffusion as H
 from lib_hidiffusion import wrap
 from support.hidiffusion_oracle import (minimal_diffusers_unet, official_apply, official_module,
                                         webui_cat_hijack)
+from support.hidiffusion_webui_probe import PhaseProbe
 from support.kdiffusion_import import import_k_diffusion
+from support.ssd1b import SSD_DELETED_WINDOW_BLOCKS, to_ssd1b
 from support.tiny_models import make_context, make_unet
 
 torch.set_grad_enabled(False)
@@ -231,6 +233,36 @@ def test_size_sweep(family, caplog):
                 H.remove(unet)
     odd = [r for r in caplog.records if "odd" in r.getMessage()]
     assert len(odd) == 1
+
+
+def test_ssd1b_windows_the_blocks_that_exist():
+    """SSD-1B (the WebUI deletes transformer block 1 of output_blocks[4][1] and [5][1], and the middle block's
+    attention): apply works, MSW-MSA windows the 8 windowed attn1 that remain (not the deleted ones) at every
+    call, RAD and the pool pair run in their phases, and remove restores the reduced UNet exactly."""
+    unet = to_ssd1b(make_unet("sdxl", seed=2))
+    config = H.make_config(unet, (32, 32), "sdxl", t1=0.7, t2=0.3, aggressive=False)
+    state = H.HiDiffusionState()
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    before, base = _snapshot(unet), _call(unet, "sdxl", x)
+    names = H.apply(unet, config, state)
+    deleted = {f"{part}.{index}.1.transformer_blocks.{t}.attn1" for part, index, t in SSD_DELETED_WINDOW_BLOCKS}
+    windowed = [n for n in names if n.endswith(".attn1")]
+    assert len(windowed) == len(config.blocks.window_blocks) - 2 and not deleted & set(windowed)
+    probe = PhaseProbe.for_config(unet, config)
+    state.arm(seed=1)
+    try:
+        for step in (0, 4, 8):
+            state.set_step(step, 10)
+            out = _call(unet, "sdxl", x)
+            assert torch.isfinite(out).all() and not torch.equal(out, base)
+    finally:
+        probe.close()
+        state.disarm()
+        H.remove(unet)
+    assert probe.phases() == [(True, True), (False, True), (False, False)]
+    assert [(c["windows"], c["attn1"]) for c in probe.calls] == [(8, 8)] * 3
+    _same(_snapshot(unet), before)
+    assert torch.equal(_call(unet, "sdxl", x), base)
 
 
 # -- schedule --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import xyz_grid_double
 from support.generation import img2img, load_model, reset_host, txt2img
 from support.hidiffusion_webui_probe import PhaseProbe, StepTruth, load_fast_sd15
 from support.scripts_loader import load_script, unload_callbacks
+from support.ssd1b import to_ssd1b_model
 
 SCRIPT_FILE = "hidiffusion.py"
 
@@ -409,6 +410,25 @@ def test_size_sweep(module, family):
         result = _run(module, script_args=args, sampler_name="Euler", steps=3, width=width, height=height)
         assert result.latents.shape[-2:] == (height // 8, width // 8)
         assert torch.isfinite(result.latents).all(), (family, width, height)
+
+
+def test_ssd1b_generation(module, monkeypatch):
+    """SSD-1B (an SDXL checkpoint the WebUI reduces in sd_hijack.convert_sdxl_to_ssd): a generation with the
+    defaults (Auto: SDXL, aggressive) runs; every UNet call windows the 8 windowed attn1 that remain, RAD and the
+    pool pair follow the official rule; the reduced UNet is left unpatched (checked by the fixture)."""
+    to_ssd1b_model(load_model("sdxl"))
+    unet = _unet()
+    config = H.make_config(unet, (8, 8), "sdxl")
+    truth, probe = StepTruth(monkeypatch, unet), PhaseProbe.for_config(unet, config)
+    try:
+        result = _run(module, sampler_name="Euler", steps=10)
+    finally:
+        probe.close()
+        truth.close()
+    assert torch.isfinite(result.latents).all()
+    assert probe.phases() == [tuple(H.rau_active(i, 10, config)) for i, _ in truth.calls]
+    assert {(c["windows"], c["attn1"]) for c in probe.calls} == {(8, 8)}
+    assert any(r for r, _ in probe.phases()) and any(p for _, p in probe.phases())
 
 
 # --- API, infotext, UI, X/Y/Z ----------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ host, what each UNet call did and which sampler step it belonged to.
 - ``PhaseProbe(unet, ...)``: forward hooks (removed by ``close``) that record per UNet call whether the
   resolution-aware downsampler ran (its conv saw stride 4) and whether the avg-pool ran (the block after the
   pool input block received a smaller map), whether the windowed attn1 saw 4x the batch (windows), and
-  optionally the step the adapter had located (``step_of()``).
+  optionally the step the adapter had located (``step_of()``). With ``window_attns`` it also counts, per call,
+  how many of those attn1 modules ran on windows (``windows``) out of how many ran (``attn1``).
+  ``PhaseProbe.for_config(unet, config)`` watches the patch points of a lib config (every windowed attn1 that
+  exists in the UNet).
 - ``StepTruth``: per UNet call, the sampler's own loop index (k-diffusion ``trange``) and the number of
   sampler callbacks so far (the DDIM loop calls back once per step, after its model call); ground truth that
   does not come from sigma matching.
@@ -32,8 +35,10 @@ def load_fast_sd15(seed: int = 0):
 
 
 class PhaseProbe:
-    def __init__(self, unet, rad_input=3, pool_input=4, window_attn=None, step_of=None):
-        self.calls = []  # dicts: rad, pool, windowed (None if no windowed block observed), step (from step_of())
+    def __init__(self, unet, rad_input=3, pool_input=4, window_attn=None, step_of=None, window_attns=()):
+        # dicts: rad, pool, windowed (None if no windowed block observed), windows / attn1 (counts over
+        # window_attns), step (from step_of())
+        self.calls = []
         self.step_of = step_of
         self.handles = [unet.register_forward_pre_hook(self._start)]
         if rad_input is not None:
@@ -42,11 +47,26 @@ class PhaseProbe:
         self.handles.append(unet.input_blocks[pool_input + 1].register_forward_pre_hook(self._pool_out))
         if window_attn is not None:
             self.handles.append(window_attn.to_q.register_forward_pre_hook(self._window))
+        for attn in window_attns:
+            self.handles.append(attn.to_q.register_forward_pre_hook(self._count_window))
         self._batch = None
+
+    @classmethod
+    def for_config(cls, unet, config, step_of=None):
+        """A probe of ``config``'s RAD/pool points and of every windowed attn1 present in ``unet``."""
+        blocks = config.blocks
+        attns = []
+        for part, index, t in blocks.window_blocks:
+            layer = next(m for m in getattr(unet, part)[index] if type(m).__name__ == "SpatialTransformer")
+            block = dict(layer.transformer_blocks.named_children()).get(str(t))
+            if block is not None:
+                attns.append(block.attn1)
+        return cls(unet, rad_input=blocks.rad_input, pool_input=blocks.pool_input, step_of=step_of,
+                   window_attns=attns)
 
     def _start(self, module, args):
         self._batch = int(args[0].shape[0])
-        self.calls.append({"rad": False, "pool": False, "windowed": None, "pool_hw": None,
+        self.calls.append({"rad": False, "pool": False, "windowed": None, "pool_hw": None, "windows": 0, "attn1": 0,
                            "step": self.step_of() if self.step_of is not None else None})
 
     def _rad(self, module, args):
@@ -60,6 +80,10 @@ class PhaseProbe:
 
     def _window(self, module, args):
         self.calls[-1]["windowed"] = int(args[0].shape[0]) == 4 * self._batch
+
+    def _count_window(self, module, args):
+        self.calls[-1]["attn1"] += 1
+        self.calls[-1]["windows"] += int(args[0].shape[0]) == 4 * self._batch
 
     def phases(self):
         return [(c["rad"], c["pool"]) for c in self.calls]
