@@ -3,10 +3,15 @@
 LoRA applies itself lazily on a layer's forward after backing up that layer's weights (`network_weights_backup`),
 and restores them from the backup when its set of networks changes. A feature that merges into the same weights
 must merge into LoRA-free weights and make LoRA forget backups that no longer match. Nothing happens where the
-built-in extension is not loaded."""
+built-in extension is not loaded.
+
+LoRA's restore copies into the parameters in place without `no_grad` of its own (the WebUI calls it only while
+sampling, with grad off); our hooks run with grad on, so every call here is wrapped in `torch.no_grad()`."""
 from __future__ import annotations
 
 import sys
+
+import torch
 
 
 def _networks():
@@ -33,9 +38,10 @@ def unapply(root) -> None:
     networks = _networks()
     if networks is None:
         return
-    for module in list(_lora_modules(root)):
-        networks.network_restore_weights_from_backup(module)
-        networks.network_reset_cached_weight(module)
+    with torch.no_grad():
+        for module in list(_lora_modules(root)):
+            networks.network_restore_weights_from_backup(module)
+            networks.network_reset_cached_weight(module)
 
 
 def forget(root) -> None:
