@@ -16,7 +16,9 @@ the k-th Upsample from the top). While any stage is active:
 - RAD: runs the pretrained Downsample (its own forward, hence its conv module ``op``) with the conv's
   stride/padding/dilation temporarily set to 4/2/2 (official values), restored in ``finally``; conv forward
   patches of other extensions (the WebUI's LoRA patches ``nn.Conv2d.forward``) still apply. Output size is
-  ``ceil(H / 4)``.
+  ``ceil(H / 4)``. A conv whose ``padding_mode`` is not 'zeros' (the WebUI's Tiling option sets 'circular' on
+  every Conv2d) ignores a changed ``padding``: the input is then padded by 2 with that mode here and the conv
+  runs with padding 0 (mode 'zeros' meanwhile), so RAD wraps like the rest of the UNet.
 - pool: ``avg_pool2d(kernel 2, ceil_mode=True)`` on the output of an input block, recording its size;
   bicubic: resizes the output of the matching output block back to that size.
 """
@@ -54,12 +56,17 @@ def rad_body(module: nn.Module, slot: int, state):
             state.skip_hw[slot] = _hw(x)
         if not phase.rad:
             return original(x, *args, **kwargs)
-        saved = (op.stride, op.padding, op.dilation)
-        op.stride, op.padding, op.dilation = RAD_STRIDE, RAD_PADDING, RAD_DILATION
+        saved = (op.stride, op.padding, op.dilation, op.padding_mode)
+        mode = op.padding_mode
+        if mode != "zeros":  # e.g. Tiling: pad with the conv's own mode, since it ignores a changed `padding`
+            x = F.pad(x, (RAD_PADDING[1],) * 2 + (RAD_PADDING[0],) * 2, mode=mode)
+            op.stride, op.padding, op.dilation, op.padding_mode = RAD_STRIDE, (0, 0), RAD_DILATION, "zeros"
+        else:
+            op.stride, op.padding, op.dilation = RAD_STRIDE, RAD_PADDING, RAD_DILATION
         try:
             return original(x, *args, **kwargs)
         finally:
-            op.stride, op.padding, op.dilation = saved
+            op.stride, op.padding, op.dilation, op.padding_mode = saved
 
     return body
 

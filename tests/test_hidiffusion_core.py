@@ -17,6 +17,7 @@ from support.hidiffusion_oracle import (minimal_diffusers_unet, official_apply, 
 from support.hidiffusion_webui_probe import PhaseProbe
 from support.kdiffusion_import import import_k_diffusion
 from support.ssd1b import SSD_DELETED_WINDOW_BLOCKS, to_ssd1b
+from support.tiling import apply_circular
 from support.tiny_models import make_context, make_unet
 
 torch.set_grad_enabled(False)
@@ -161,6 +162,40 @@ def test_rad_calls_the_conv_module_itself():
     H.remove(unet)
     assert seen == [((4, 4), (2, 2), (2, 2), (30, 26))]
     assert out.shape[-2:] == (8, 7)
+
+
+def test_rad_wraps_circularly_with_tiling():
+    """The WebUI's Tiling sets padding_mode='circular' on every Conv2d; such a conv ignores a changed `padding`.
+    In the RAD phase the stride-4 / dilation-2 conv must wrap with the official padding 2 like the rest of the
+    UNet: its output equals conv(circular_pad(x, 2)) at every size (incl. 30x26, where the construction-time
+    padding 1 would give fewer rows and columns), the conv geometry and mode are restored after each call, and
+    the tiled UNet is bit-identical to unpatched once removed."""
+    unet, config, state = _patched("sd15", (60, 52), msw_msa=False)
+    assert apply_circular(unet) > 20
+    down = unet.input_blocks[3][0]
+    op = down.op
+    seen = []
+    handle = down.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    x = torch.randn(1, 4, 60, 52, generator=torch.Generator().manual_seed(0))
+    base = _call(unet, "sd15", x)
+    H.apply(unet, config, state)
+    state.arm(0)
+    try:
+        for hw in ((60, 52), (30, 26), (26, 34)):
+            seen.clear()
+            state.set_step(0, 10)
+            out = _call(unet, "sd15", torch.randn(1, 4, *hw, generator=torch.Generator().manual_seed(1)))
+            assert out.shape[-2:] == hw and torch.isfinite(out).all()
+            (inp, rad), = seen
+            ref = F.conv2d(F.pad(inp, (2, 2, 2, 2), mode="circular"), op.weight, op.bias, stride=4, dilation=2)
+            assert rad.shape[-2:] == (-(-inp.shape[-2] // 4), -(-inp.shape[-1] // 4)), hw
+            assert torch.allclose(rad, ref, rtol=0, atol=1e-6), hw
+            assert (op.stride, op.padding, op.dilation, op.padding_mode) == ((2, 2), (1, 1), (1, 1), "circular")
+    finally:
+        handle.remove()
+        state.disarm()
+        H.remove(unet)
+    assert torch.equal(_call(unet, "sd15", x), base)
 
 
 def test_shift_deterministic_per_seed_and_step():
