@@ -80,7 +80,9 @@ SPEC = glue_params.ParamSpec(HiDiffusionArgs, title=TITLE, infotext_prefix=TITLE
 
 # --- what each pass runs -------------------------------------------------------------------------------------
 def _unet(p):
-    model = getattr(p, "sd_model", None) or shared.sd_model
+    """The UNet sampling now. v1.10.1's `p.sd_model` is a property returning `shared.sd_model` (so it follows the
+    refiner and hires checkpoint reloads); `p.sd_model` is only a fallback."""
+    model = shared.sd_model or getattr(p, "sd_model", None)
     return getattr(getattr(model, "model", None), "diffusion_model", None)
 
 
@@ -190,6 +192,11 @@ class Controller:
             # release before its first UNet call, so the patches stay inert outside the generation that armed them
             self.release()
             return
+        current = _unet(self.p)
+        if current is not None and current is not self.unet:
+            self._follow_model_switch(current, params)
+            if not self.state.armed:
+                return
         if denoiser is not self.denoiser:  # a new denoiser object = a new sampling pass
             self.denoiser = denoiser
             self.locator = self._locator(denoiser)
@@ -197,6 +204,29 @@ class Controller:
             self.state.set_step(-1, 1)  # unknown schedule: RAU-Net stays off, MSW-MSA runs
             return
         self.state.set_step(self.locator.locate(float(params.sigma.max())), self.locator.total_steps)
+
+    def _follow_model_switch(self, unet, params):
+        """A new UNet under this pass: the refiner (v1.10.1 `apply_refiner` reloads the checkpoint from the CFG
+        denoiser, before this callback) or another reload. Move the patches to it (the old UNet is restored exactly),
+        or, when its layout cannot be patched (e.g. the SDXL refiner), run the remaining steps without HiDiffusion and
+        say so in the console, under the image and in the infotext."""
+        hidiffusion.remove(self.unet)
+        latent_hw = tuple(int(v) for v in params.x.shape[-2:])
+        key = f"{TITLE} refiner"
+        try:
+            config = pass_config(self.values, unet, latent_hw, bool(getattr(self.p, "is_hr_pass", False)))
+            hidiffusion.apply(unet, config, self.state)
+        except ValueError as error:
+            self.state.warn_once("model-switch", f"{TITLE}: the checkpoint switched during sampling (refiner) to a "
+                                                 f"UNet HiDiffusion cannot patch ({error}); the remaining steps ran "
+                                                 "without HiDiffusion")
+            self.p.extra_generation_params[key] = "not applied"
+            self.release()
+            return
+        self.unet, self.base_config = unet, config
+        if self.locator is not None:
+            self.state.config = times_for(self.values, config, self.locator.total_steps)
+        self.p.extra_generation_params[key] = "applied"
 
     def _locator(self, denoiser):
         sampler = getattr(denoiser, "sampler", None)
@@ -300,7 +330,17 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
             if message:
                 raise ValueError(message)
             unet = _unet(p)
-            config = pass_config(values, unet, latent_size(p, kwargs, hires), hires)
+            try:
+                config = pass_config(values, unet, latent_size(p, kwargs, hires), hires)
+            except ValueError as error:
+                if not hires:
+                    raise
+                # a hires checkpoint of another layout (loaded after the first pass): keep the first pass's work
+                CONTROLLER.state.on_warning = p.comment
+                CONTROLLER.state.warn_once("hires-model", f"{TITLE}: the hires pass runs without HiDiffusion: {error}")
+                CONTROLLER.state.on_warning = None
+                p.extra_generation_params[f"{TITLE} hires pass"] = "not applied"
+                return
             if config is None:
                 return
             img2img = hires or hasattr(p, "init_images")
