@@ -382,3 +382,79 @@ def test_remove_current_script_callbacks_only_drops_the_callers():
     assert any(c.callback is mine for c in script_callbacks.callback_map["callbacks_cfg_denoiser"])
     script_callbacks.remove_current_script_callbacks()
     assert not script_callbacks.callback_map["callbacks_cfg_denoiser"]
+
+
+# --- X/Y/Z plot (scripts/xyz_grid.py of v1.10.1: Script.run, draw_xyz_grid, AxisOption.apply) --------------------
+def _grid_p(rec, **fields):
+    from modules import processing
+    from support.generation import DEFAULTS
+    p = processing.StableDiffusionProcessingTxt2Img(**{**DEFAULTS, "steps": 2, **fields})
+    p.scripts = scripts.ScriptRunner([rec], arg_counts=[0])
+    p.script_args = [0]
+    return p
+
+
+def test_xyz_grid_runs_every_cell_on_a_copy_and_closes_only_p():
+    """Each cell: pc = copy(p), the axes' apply on pc, process_images(pc); the copies share p's dicts and are never
+    closed; the loop runs z, y, then x innermost; the outer p's fields are untouched."""
+    import xyz_grid_double
+    xyz = xyz_grid_double.install()
+    rec = Recorder()
+    seen = []
+    rec.process = lambda p, *args: seen.append(p)
+    p = _grid_p(rec)
+    cells = xyz_grid_double.run_grid(xyz, p, x=("Steps", ["1", "2"]), y=("CFG Scale", ["5", "7.5"]))
+    assert [(c.x, c.y) for c in cells] == [(1, 5.0), (2, 5.0), (1, 7.5), (2, 7.5)]
+    assert [(c.p.steps, c.p.cfg_scale) for c in cells] == [(1, 5.0), (2, 5.0), (1, 7.5), (2, 7.5)]
+    assert seen == [c.p for c in cells] and len({id(c.p) for c in cells} | {id(p)}) == 5
+    assert (p.steps, p.cfg_scale) == (2, 7.0)
+    assert all(c.p.extra_generation_params is p.extra_generation_params for c in cells), "a shallow copy"
+    assert p.closed and not any(getattr(c.p, "closed", False) for c in cells)
+    assert all(c.processed.images and c.error is None for c in cells)
+
+
+def test_xyz_grid_does_not_check_choices_and_blanks_failing_cells():
+    """process_axis converts and confirms (known sampler names) but never checks `choices`: a hidden sampler runs.
+    An exception in process_images gives a blank cell and the plot goes on; one in apply stops the plot."""
+    import xyz_grid_double
+    xyz = xyz_grid_double.install()
+    shared.opts.hide_samplers = ["Euler"]
+    assert "Euler" not in xyz_grid_double.find_axis(xyz, "Sampler").choices()
+    rec = Recorder()
+    unet = shared.sd_model.model.diffusion_model
+
+    def fail_at_four_steps(module, args):
+        if rec.steps == 4:
+            raise RuntimeError("cell failure")
+    rec.process = lambda p, *args: setattr(rec, "steps", p.steps)
+    handle = unet.register_forward_pre_hook(fail_at_four_steps)
+    try:
+        cells = xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Sampler", ["Euler"]), y=("Steps", ["4", "2"]))
+    finally:
+        handle.remove()
+    assert [c.p.sampler_name for c in cells] == ["Euler", "Euler"]
+    assert cells[0].processed is None and "cell failure" in str(cells[0].error)
+    assert cells[1].processed.images
+    with pytest.raises(RuntimeError, match="Unknown sampler"):
+        xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Sampler", ["Nope"]))
+
+    def bad_apply(p, x, xs):
+        raise ValueError("bad value")
+    xyz.axis_options.append(xyz_grid_double.AxisOption("Bad", str, bad_apply))
+    with pytest.raises(ValueError, match="bad value"):
+        xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Bad", ["a"]))
+
+
+def test_xyz_grid_order_follows_axis_cost_and_interrupt_blanks_the_rest():
+    import xyz_grid_double
+    xyz = xyz_grid_double.install()
+    xyz.axis_options.append(xyz_grid_double.AxisOption("Costly", str, xyz_grid_double.do_nothing, cost=1.0))
+    rec = Recorder()
+    cells = xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Costly", ["a", "b"]), y=("Steps", ["1", "2"]))
+    assert [(c.x, c.y) for c in cells] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)], "the costly axis outermost"
+
+    def interrupt(params):
+        shared.state.interrupted = True
+    script_callbacks.on_cfg_denoiser(interrupt)
+    cells = xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Steps", ["2", "3"]))
+    assert cells[0].processed.images and cells[1].p is None and cells[1].processed is None

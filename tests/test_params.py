@@ -134,7 +134,7 @@ def test_xyz_axes_apply_overrides_and_enable():
     xyz_grid_double.run_axis(xyz, p, "Sample Mode", ["fast"])
     values = SPEC.parse(SPEC.positional(SPEC.defaults()), p)
     assert values == SampleArgs(enabled=True, mode="fast", strength=0.25)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ParamError, match="must be one of"):  # the plot does not check choices; our apply does
         xyz_grid_double.run_axis(xyz, p, "Sample Mode", ["nope"])
     with pytest.raises(ParamError, match="between"):
         xyz_grid_double.run_axis(xyz, p, "Sample Strength", ["7"])
