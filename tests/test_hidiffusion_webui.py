@@ -401,15 +401,38 @@ SIZES = [(72, 64), (64, 72), (120, 64), (64, 120), (88, 104), (104, 88), (136, 7
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
-def test_size_sweep(module, family):
+def test_size_sweep(module, family, monkeypatch, caplog):
     """Non-square sizes (multiples of 8 px, both orientations, odd latent sides 9, 11, 13, 15, 17) run with
-    RAU-Net and MSW-MSA active in all phases."""
+    RAU-Net and MSW-MSA: at every size a probe shows RAD and the pool pair ran exactly at the steps of the rule
+    (3 Euler steps, T1 0.7 / T2 0.4, not aggressive: each stage runs, alone or together, and stops) and every
+    windowed attn1 ran on windows at every UNet call; no "skipped" warning fired."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="hidiffusion")
     load_model(family)
-    args = _args(module, timing="Fraction of steps", t1=0.7, t2=0.4)
-    for width, height in SIZES:
-        result = _run(module, script_args=args, sampler_name="Euler", steps=3, width=width, height=height)
-        assert result.latents.shape[-2:] == (height // 8, width // 8)
-        assert torch.isfinite(result.latents).all(), (family, width, height)
+    unet = _unet()
+    args = _args(module, timing="Fraction of steps", t1=0.7, t2=0.4, aggressive="Off")
+    truth = StepTruth(monkeypatch, unet)
+    try:
+        for width, height in SIZES:
+            hw = (height // 8, width // 8)
+            config = H.make_config(unet, hw, family, t1=0.7, t2=0.4, aggressive=False)
+            probe = PhaseProbe.for_config(unet, config)
+            truth.reset()
+            try:
+                result = _run(module, script_args=args, sampler_name="Euler", steps=3, width=width, height=height)
+            finally:
+                probe.close()
+            assert result.latents.shape[-2:] == hw
+            assert torch.isfinite(result.latents).all(), (family, width, height)
+            expected = [tuple(H.rau_active(i, 3, config)) for i, _ in truth.calls]
+            assert probe.phases() == expected, (family, width, height)
+            assert {True} == {r for r, _ in expected[:1]} and {p for _, p in expected} == {True, False}
+            assert expected[-1] == (False, False) and len(set(expected)) == 3
+            n = len(config.blocks.window_blocks)
+            assert {(c["windows"], c["attn1"]) for c in probe.calls} == {(n, n)}, (family, width, height)
+    finally:
+        truth.close()
+    assert not [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
 
 
 def test_ssd1b_generation(module, monkeypatch):
