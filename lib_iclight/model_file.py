@@ -91,31 +91,50 @@ class OffsetFile:
 
 
 def list_model_files(folder: str) -> List[str]:
-    """Names (file names with extension) of the .safetensors files in ``folder``, sorted."""
+    """Names of the .safetensors files in ``folder`` and its subfolders (relative, '/'-separated, sorted); hidden
+    folders are skipped and symlinked subfolders not followed. Empty when the folder is missing."""
     if not folder or not os.path.isdir(folder):
         return []
-    return sorted(f for f in os.listdir(folder) if f.lower().endswith(".safetensors"))
+    names = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        relative = os.path.relpath(root, folder)
+        for f in files:
+            if f.lower().endswith(".safetensors"):
+                names.append(f if relative == "." else "/".join(relative.split(os.sep) + [f]))
+    return sorted(names)
 
 
-def resolve_model_path(name: str, folder: str) -> str:
-    """Path of model ``name`` (a path, a file name, or a file name without extension) in ``folder``."""
+def _where_files_go(folder: str) -> str:
+    return (f"Download {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM} into {os.path.abspath(folder or '.')} "
+            "(subfolders are fine) and choose one by its name there.")
+
+
+def resolve_model_path(name: str, folder: str, where: str = "IC-Light model file") -> str:
+    """Path of model ``name`` in ``folder``: a name as :func:`list_model_files` gives it ('\\' accepted for '/'),
+    with or without the extension. Nothing outside the folder is ever looked at: absolute paths, '..', '.', '~' and
+    names of missing files all get the same 'unknown model' :class:`ICLightError` (naming ``where``, the files
+    found and where files go), so callers cannot probe which files exist elsewhere."""
     if not name:
-        raise ICLightError(f"No IC-Light model file chosen. Put {' or '.join(OFFICIAL_FILES)} "
-                           f"(from {DOWNLOAD_FROM}) in {folder} and pick it in the IC-Light model list.")
-    candidates = [name] if os.path.isabs(name) else []
-    candidates += [os.path.join(folder or "", name)]
-    if not name.lower().endswith(".safetensors"):
-        candidates.append(os.path.join(folder or "", name + ".safetensors"))
-    for path in candidates:
-        if os.path.isfile(path):
-            if not path.lower().endswith(".safetensors"):
-                raise ICLightError(f"IC-Light model file {path} is not a .safetensors file; only safetensors files "
-                                   f"are read. Download the .safetensors version from {DOWNLOAD_FROM}.")
-            return path
+        raise ICLightError(f"No IC-Light model file chosen. {_where_files_go(folder)}")
+    parts = str(name).replace("\\", "/").split("/")
     available = list_model_files(folder)
-    found = f" Files there: {', '.join(available)}." if available else ""
-    raise ICLightError(f"IC-Light model file '{name}' not found in the folder {os.path.abspath(folder or '.')}."
-                       f"{found} Download {' / '.join(OFFICIAL_FILES)} from {DOWNLOAD_FROM} into that folder.")
+    safe = not os.path.isabs(str(name)) and ":" not in parts[0] and \
+        all(p not in ("", ".", "..") and not p.startswith("~") for p in parts)
+    if safe:
+        relative = "/".join(parts)
+        for candidate in (relative, relative + ".safetensors"):
+            if candidate in available:
+                return os.path.join(folder, *candidate.split("/"))
+        path = os.path.join(folder, *parts)
+        if os.path.isfile(path) and not path.lower().endswith(".safetensors"):
+            raise ICLightError(f"IC-Light model file {path} is not a .safetensors file; only safetensors files "
+                               f"are read. Download the .safetensors version from {DOWNLOAD_FROM}.")
+    if not available:
+        raise ICLightError(f"{where}: unknown model '{name}': there are no IC-Light model files in "
+                           f"{os.path.abspath(folder or '.')} (missing or empty folder). {_where_files_go(folder)}")
+    raise ICLightError(f"{where}: unknown model '{name}' (not found in the folder {os.path.abspath(folder or '.')}). "
+                       f"Files there: {', '.join(available)}. {_where_files_go(folder)}")
 
 
 def _safe_open(path: str):

@@ -132,7 +132,8 @@ def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
                                    "to 'Use same checkpoint', or turn hires fix off.")
     if values.detail_restore and values.detail_radius % 2 == 0:
         raise glue_params.ParamError(f"{TITLE}: argument 'detail_radius' must be odd, got {values.detail_radius}")
-    offset = MERGER.open(iclight.resolve_model_path(values.model, model_folder()))
+    model_field = f"{TITLE}: argument 'model' ({SPEC.by_name['model'].label})"
+    offset = MERGER.open(iclight.resolve_model_path(values.model, model_folder(), where=model_field))
     if values.mode != "auto" and values.mode != offset.kind:
         raise iclight.ICLightError(
             f"{TITLE}: mode '{values.mode}' was chosen but {os.path.basename(offset.path)} is an {offset.kind} model "

@@ -32,10 +32,56 @@ def test_resolve_by_stem_and_rejects_pickles(tmp_path, fc_file):
     target = tmp_path / "iclight_sd15_fc.safetensors"
     target.write_bytes(open(fc_file, "rb").read())
     assert resolve_model_path("iclight_sd15_fc", str(tmp_path)) == str(target)
-    assert resolve_model_path(str(target), "/elsewhere") == str(target)
     (tmp_path / "model.pt").write_bytes(b"\x80\x04")
     with pytest.raises(ICLightError, match="only safetensors"):
         resolve_model_path("model.pt", str(tmp_path))
+
+
+def _unknown_message(name, folder):
+    with pytest.raises(ICLightError) as err:
+        resolve_model_path(name, folder, where="IC-Light: argument 'model' (Model file)")
+    return str(err.value).replace(name, "<name>")
+
+
+def test_only_files_inside_the_folder_are_accepted(tmp_path, fc_file):
+    """Security: an API caller must not make the server open, or probe the existence of, files outside the folder.
+    Absolute paths and '..' get the same 'unknown model' message whether or not the file exists."""
+    folder = tmp_path / "ic-light"
+    (folder / "sub").mkdir(parents=True)
+    data = open(fc_file, "rb").read()
+    (folder / "fc.safetensors").write_bytes(data)
+    (folder / "sub" / "fbc_v2.safetensors").write_bytes(data)
+    (tmp_path / "outside.safetensors").write_bytes(data)
+    assert resolve_model_path("sub/fbc_v2.safetensors", str(folder)) == str(folder / "sub" / "fbc_v2.safetensors")
+    assert resolve_model_path("sub\\fbc_v2", str(folder)) == str(folder / "sub" / "fbc_v2.safetensors")
+    from lib_iclight import list_model_files
+    assert list_model_files(str(folder)) == ["fc.safetensors", "sub/fbc_v2.safetensors"]
+
+    reference = _unknown_message("missing.safetensors", str(folder))
+    assert "unknown model" in reference and "argument 'model' (Model file)" in reference
+    assert str(folder) in reference and "fc.safetensors, sub/fbc_v2.safetensors" in reference
+    assert "huggingface.co/lllyasviel/ic-light" in reference and "subfolders" in reference
+    outside = str(tmp_path / "outside.safetensors")
+    for name in (outside, str(tmp_path / "absent.safetensors"), str(folder / "fc.safetensors"),
+                 "../outside.safetensors", "../absent.safetensors", "sub/../../outside", "./fc.safetensors",
+                 "..\\outside.safetensors", "sub/../fc.safetensors", "~/outside.safetensors"):
+        assert _unknown_message(name, str(folder)) == reference, name
+
+
+def test_missing_or_empty_folder_and_deleted_files(tmp_path, fc_file):
+    missing = _unknown_message("mine.safetensors", str(tmp_path / "nowhere"))
+    assert "no IC-Light model files" in missing and str(tmp_path / "nowhere") in missing
+    assert "iclight_sd15_fc.safetensors" in missing and "huggingface.co/lllyasviel/ic-light" in missing
+    (tmp_path / "empty").mkdir()
+    assert "no IC-Light model files" in _unknown_message("mine.safetensors", str(tmp_path / "empty"))
+    folder = tmp_path / "ic"
+    folder.mkdir()
+    (folder / "fc.safetensors").write_bytes(open(fc_file, "rb").read())
+    (folder / "fbc.safetensors").write_bytes(open(fc_file, "rb").read())
+    assert resolve_model_path("fbc.safetensors", str(folder))
+    os.remove(folder / "fbc.safetensors")  # listed at start-up, deleted since
+    message = _unknown_message("fbc.safetensors", str(folder))
+    assert "unknown model" in message and "Files there: fc.safetensors." in message
 
 
 def test_corrupt_and_truncated_files(tmp_path, fc_file):
