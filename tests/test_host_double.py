@@ -164,6 +164,42 @@ def test_img2img_reuses_one_sampler_across_batches_txt2img_makes_one_per_pass():
     assert len(seen) == 4 and seen[0][0] is seen[1][0] and seen[2][0] is not seen[0][0]
 
 
+def test_override_settings_apply_after_before_process_and_are_restored():
+    """processing.process_images of v1.10.1: `before_process` runs under the user's settings (and may add
+    overrides); then every `override_settings` entry is set with opts.set, the generation runs under them, and the
+    stored values come back afterwards, also when sampling raises, unless override_settings_restore_afterwards
+    is False. opts.set of an unregistered setting raises KeyError."""
+    seen = {}
+
+    class Script(Recorder):
+        def before_process(self, p, *args):
+            seen["before_process"] = shared.opts.img2img_extra_noise
+            p.override_settings["sgm_noise_multiplier"] = True
+
+        def process(self, p, *args):
+            seen["process"] = (shared.opts.img2img_extra_noise, shared.opts.sgm_noise_multiplier)
+
+    txt2img([Script()], [], arg_counts=[0], override_settings={"img2img_extra_noise": 0.25})
+    assert seen == {"before_process": 0.0, "process": (0.25, True)}
+    assert shared.opts.img2img_extra_noise == 0.0 and shared.opts.sgm_noise_multiplier is False
+
+    unet = shared.sd_model.model.diffusion_model
+    handle = unet.register_forward_pre_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom in unet")))
+    try:
+        with pytest.raises(RuntimeError, match="boom in unet"):
+            txt2img([Script()], [], arg_counts=[0], override_settings={"img2img_extra_noise": 0.5})
+    finally:
+        handle.remove()
+    assert seen["process"] == (0.5, True) and shared.opts.img2img_extra_noise == 0.0
+    assert shared.opts.sgm_noise_multiplier is False
+
+    txt2img(override_settings={"img2img_extra_noise": 0.75},
+            p_hook=lambda p: setattr(p, "override_settings_restore_afterwards", False))
+    assert shared.opts.img2img_extra_noise == 0.75
+    with pytest.raises(KeyError):
+        txt2img(override_settings={"no_such_setting": 1})
+
+
 def test_sampling_step_lags_model_calls_and_denoiser_step_counts_calls():
     seen = []
     script_callbacks.on_cfg_denoiser(lambda params: seen.append((params.sampling_step, params.denoiser.step)))

@@ -11,6 +11,7 @@ class OptionInfo:
         self.component_args = component_args
         self.section = section
         self.infotext = infotext
+        self.onchange = onchange
 
     def info(self, info):
         self.label += f" ({info})"

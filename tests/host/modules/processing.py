@@ -55,6 +55,7 @@ class StableDiffusionProcessing:
     extra_generation_params: dict = None
     do_not_save_samples: bool = True
     do_not_save_grid: bool = True
+    override_settings_restore_afterwards: bool = True
     is_api: bool = False
     token_merging_ratio = 0  # class attributes, not fields, as in v1.10.1
     token_merging_ratio_hr = 0
@@ -246,10 +247,21 @@ def create_infotext(p, index=0):
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
+    """Follows process_images of v1.10.1: `before_process`, then each `override_settings` entry set with opts.set
+    (the stored values restored at the end, also after an exception, unless `override_settings_restore_afterwards`
+    is False; only settings present in opts.data are stored), then the generation."""
     if p.scripts is not None:
         p.scripts.before_process(p)
-    sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
-    return process_images_inner(p)
+    stored_opts = {k: opts.data[k] for k in p.override_settings if k in opts.data}
+    try:
+        for k, v in p.override_settings.items():
+            opts.set(k, v, is_api=True, run_callbacks=False)
+        sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
+        return process_images_inner(p)
+    finally:
+        if p.override_settings_restore_afterwards:
+            for k, v in stored_opts.items():
+                setattr(opts, k, v)
 
 
 def process_images_inner(p: StableDiffusionProcessing) -> Processed:

@@ -55,6 +55,18 @@ class Options:
     def __setattr__(self, key, value):
         self.data[key] = value
 
+    def set(self, key, value, is_api=False, run_callbacks=True):
+        """Options.set of v1.10.1: False if unchanged; KeyError for a setting nobody registered (ours: the
+        registered labels and OPTION_DEFAULTS); runs the option's onchange when asked."""
+        oldval = self.data.get(key, None)
+        if oldval == value:
+            return False
+        info = self.data_labels[key] if key not in OPTION_DEFAULTS else self.data_labels.get(key)
+        self.data[key] = value
+        if run_callbacks and info is not None and getattr(info, "onchange", None) is not None:
+            info.onchange()
+        return True
+
     def add_option(self, key, info):
         self.data_labels[key] = info
         self.data.setdefault(key, info.default)
