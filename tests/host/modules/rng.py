@@ -20,3 +20,15 @@ class ImageRNG:
             if delta:
                 self.generators = [torch.Generator("cpu").manual_seed(int(s) + delta) for s in self.seeds]
         return torch.stack(xs).to(shared.device)
+
+
+def randn_local(seed, shape):
+    """v1.10.1 `rng.randn_local` (CPU source): the first normals of a fresh generator seeded with `seed`, without
+    touching the global RNG. v1.10.1 also publishes it as `devices.randn_local` (used by the Brownian tree)."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=generator).to(shared.device)
+
+
+from . import devices  # noqa: E402
+
+devices.randn_local = randn_local

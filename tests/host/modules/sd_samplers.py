@@ -1,11 +1,18 @@
-"""Host double of modules.sd_samplers: the registry extensions add to, and the name lookups the API uses."""
+"""Host double of modules.sd_samplers (v1.10.1): the registry extensions add to, and the name lookups the API uses.
+
+`all_samplers` = the k-diffusion table, the timestep family, LCM, in v1.10.1's order."""
 from __future__ import annotations
 
 import functools
+import logging
 
-from . import sd_samplers_kdiffusion, sd_samplers_timesteps, sd_schedulers, shared
+from . import sd_samplers_kdiffusion, sd_samplers_lcm, sd_samplers_timesteps, sd_schedulers, shared
 
-all_samplers = [*sd_samplers_kdiffusion.samplers_data_k_diffusion, *sd_samplers_timesteps.samplers_data_timesteps]
+all_samplers = [
+    *sd_samplers_kdiffusion.samplers_data_k_diffusion,
+    *sd_samplers_timesteps.samplers_data_timesteps,
+    *sd_samplers_lcm.samplers_data_lcm,
+]
 all_samplers_map = {x.name: x for x in all_samplers}
 
 samplers: list = []
@@ -44,6 +51,10 @@ def visible_sampler_names():
     return [x.name for x in samplers if x.name not in samplers_hidden]
 
 
+def visible_samplers():
+    return [x for x in samplers if x.name not in samplers_hidden]
+
+
 @functools.cache
 def get_sampler_and_scheduler(sampler_name, scheduler_name, *, convert_automatic=True):
     default_sampler = samplers[0]
@@ -65,8 +76,34 @@ def get_sampler_from_infotext(d: dict):
     return get_sampler_and_scheduler(d.get("Sampler"), d.get("Schedule type"))[0]
 
 
+def get_scheduler_from_infotext(d: dict):
+    return get_sampler_and_scheduler(d.get("Sampler"), d.get("Schedule type"))[1]
+
+
+def get_hr_sampler_and_scheduler(d: dict):
+    hr_sampler = d.get("Hires sampler", "Use same sampler")
+    sampler = d.get("Sampler") if hr_sampler == "Use same sampler" else hr_sampler
+    hr_scheduler = d.get("Hires schedule type", "Use same scheduler")
+    scheduler = d.get("Schedule type") if hr_scheduler == "Use same scheduler" else hr_scheduler
+    sampler, scheduler = get_sampler_and_scheduler(sampler, scheduler)
+    sampler = sampler if sampler != d.get("Sampler") else "Use same sampler"
+    scheduler = scheduler if scheduler != d.get("Schedule type") else "Use same scheduler"
+    return sampler, scheduler
+
+
+def get_hr_sampler_from_infotext(d: dict):
+    return get_hr_sampler_and_scheduler(d)[0]
+
+
+def get_hr_scheduler_from_infotext(d: dict):
+    return get_hr_sampler_and_scheduler(d)[1]
+
+
 def fix_p_invalid_sampler_and_scheduler(p):
+    given = p.sampler_name, p.scheduler
     p.sampler_name, p.scheduler = get_sampler_and_scheduler(p.sampler_name, p.scheduler, convert_automatic=False)
+    if (p.sampler_name, p.scheduler) != given:
+        logging.warning(f'Sampler Scheduler autocorrection: "{given[0]}" -> "{p.sampler_name}", "{given[1]}" -> "{p.scheduler}"')
 
 
 set_samplers()

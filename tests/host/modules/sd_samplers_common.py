@@ -6,7 +6,7 @@ import torch
 
 import k_diffusion.sampling
 
-from . import shared
+from . import devices, shared
 from .shared import opts, state
 
 SamplerDataTuple = collections.namedtuple("SamplerData", ["name", "constructor", "aliases", "options"])
@@ -19,6 +19,20 @@ class SamplerData(SamplerDataTuple):
 
 class InterruptedException(BaseException):
     pass
+
+
+def replace_torchsde_brownian():
+    """v1.10.1 `replace_torchsde_browinan`: the Brownian tree (DPM++ SDE family) draws its normals with
+    `devices.randn_local(seed, size)`, so its noise follows the WebUI's per-seed RNG."""
+    import torchsde._brownian.brownian_interval
+
+    def torchsde_randn(size, dtype, device, seed):
+        return devices.randn_local(seed, size).to(device=device, dtype=dtype)
+
+    torchsde._brownian.brownian_interval._randn = torchsde_randn
+
+
+replace_torchsde_brownian()
 
 
 def setup_img2img_steps(p, steps=None):
@@ -123,13 +137,34 @@ class Sampler:
             if self.eta != self.eta_default:
                 p.extra_generation_params[self.eta_infotext_field] = self.eta
             kwargs["eta"] = self.eta
+        if self.extra_params:
+            self._settings_extra_params(p, kwargs)
         return kwargs
 
+    def _settings_extra_params(self, p, kwargs):
+        """v1.10.1 `Sampler.initialize`: the sigma churn/tmin/tmax/noise *settings* override p's values when they
+        differ from the sampler's defaults (tmax 0 = inf), and are written to p and the infotext."""
+        settings = {"s_churn": (getattr(opts, "s_churn", p.s_churn), self.s_churn, "Sigma churn"),
+                    "s_tmin": (getattr(opts, "s_tmin", p.s_tmin), self.s_tmin, "Sigma tmin"),
+                    "s_tmax": (getattr(opts, "s_tmax", p.s_tmax) or self.s_tmax, self.s_tmax, "Sigma tmax"),
+                    "s_noise": (getattr(opts, "s_noise", p.s_noise), self.s_noise, "Sigma noise")}
+        for name, (value, default, label) in settings.items():
+            if name in kwargs and value != default:
+                kwargs[name] = value
+                setattr(p, name, value)
+                p.extra_generation_params[label] = value
+
     def create_noise_sampler(self, x, sigmas, p):
+        """v1.10.1: a Brownian tree seeded with the batch's seeds (None with `no_dpmpp_sde_batch_determinism`)."""
+        if shared.opts.no_dpmpp_sde_batch_determinism:
+            return None
         from k_diffusion.sampling import BrownianTreeNoiseSampler
         sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
         seeds = p.all_seeds[p.iteration * p.batch_size:(p.iteration + 1) * p.batch_size]
         return BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seeds)
 
     def add_infotext(self, p):
-        pass
+        if self.model_wrap_cfg.padded_cond_uncond:
+            p.extra_generation_params["Pad conds"] = True
+        if self.model_wrap_cfg.padded_cond_uncond_v0:
+            p.extra_generation_params["Pad conds v0"] = True

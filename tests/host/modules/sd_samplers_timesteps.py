@@ -1,60 +1,27 @@
-"""Host double of modules.sd_samplers_timesteps: the timestep family (DDIM, DDIM CFG++).
+"""Host double of modules.sd_samplers_timesteps (v1.10.1): the timestep family DDIM, DDIM CFG++, PLMS, UniPC.
 
-The model gets integer timesteps where k-diffusion passes sigmas, and returns eps (v converted to eps)."""
+The model gets timesteps where k-diffusion passes sigmas and returns eps (v converted to eps). Follows v1.10.1
+`CompVisSampler.get_timesteps` (discard-penultimate setting included), `sample` and `sample_img2img` (timesteps
+`[:t_enc]`, noise at `timesteps[t_enc]`, `img2img_extra_noise` with the `extra_noise` callback, `is_img2img`
+for UniPC), both passing `disable=False` to the sampler function and calling `add_infotext` afterwards.
+"""
 import inspect
 
-import numpy as np
 import torch
 
-import k_diffusion.sampling
-
-from . import sd_samplers_common, shared
+from . import devices, sd_samplers_common, sd_samplers_timesteps_impl, shared
+from .script_callbacks import ExtraNoiseParams, extra_noise_callback
 from .sd_samplers_cfg_denoiser import CFGDenoiser
+from .shared import opts
 
-
-def _ddim_loop(model, x, timesteps, extra_args, callback, eta, cfgpp):
-    alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
-    alphas = alphas_cumprod[timesteps]
-    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
-    sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
-    sigmas = eta * np.sqrt((1 - alphas_prev.numpy()) / (1 - alphas) * (1 - alphas / alphas_prev.numpy()))
-    if cfgpp:
-        model.cond_scale_miltiplier = 1 / 12.5
-        model.need_last_noise_uncond = True
-
-    s_in = x.new_ones((x.shape[0]))
-    s_x = x.new_ones((x.shape[0], 1, 1, 1))
-    for i in range(len(timesteps) - 1):
-        index = len(timesteps) - 1 - i
-        e_t = model(x, timesteps[index].item() * s_in, **extra_args)
-        a_t = alphas[index].item() * s_x
-        a_prev = alphas_prev[index].item() * s_x
-        sigma_t = sigmas[index].item() * s_x
-        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_x
-        pred_x0 = (x - sqrt_one_minus_at * e_t) / a_t.sqrt()
-        direction = model.last_noise_uncond if cfgpp else e_t
-        dir_xt = (1. - a_prev - sigma_t ** 2).sqrt() * direction
-        noise = sigma_t * k_diffusion.sampling.torch.randn_like(x)
-        x = a_prev.sqrt() * pred_x0 + dir_xt + noise
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": 0, "sigma_hat": 0, "denoised": pred_x0})
-    return x
-
-
-@torch.no_grad()
-def ddim(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
-    return _ddim_loop(model, x, timesteps, extra_args or {}, callback, eta, cfgpp=False)
-
-
-@torch.no_grad()
-def ddim_cfgpp(model, x, timesteps, extra_args=None, callback=None, disable=None, eta=0.0):
-    """DDIM CFG++ as v1.10.1 has it: λ = CFG / 12.5, the re-noising direction is the uncond eps."""
-    return _ddim_loop(model, x, timesteps, extra_args or {}, callback, eta, cfgpp=True)
-
+# re-exported: tests and older code import the implementations from here
+ddim, ddim_cfgpp = sd_samplers_timesteps_impl.ddim, sd_samplers_timesteps_impl.ddim_cfgpp
 
 samplers_timesteps = [
-    ("DDIM", ddim, ["ddim"], {}),
-    ("DDIM CFG++", ddim_cfgpp, ["ddim_cfgpp"], {}),
+    ('DDIM', sd_samplers_timesteps_impl.ddim, ['ddim'], {}),
+    ('DDIM CFG++', sd_samplers_timesteps_impl.ddim_cfgpp, ['ddim_cfgpp'], {}),
+    ('PLMS', sd_samplers_timesteps_impl.plms, ['plms'], {}),
+    ('UniPC', sd_samplers_timesteps_impl.unipc, ['unipc'], {}),
 ]
 
 samplers_data_timesteps = [
@@ -100,33 +67,53 @@ class CFGDenoiserTimesteps(CFGDenoiser):
 class CompVisSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model):
         super().__init__(funcname)
-        self.eta_option_field = "eta_ddim"
-        self.eta_infotext_field = "Eta DDIM"
+        self.eta_option_field = 'eta_ddim'
+        self.eta_infotext_field = 'Eta DDIM'
         self.eta_default = 0.0
         self.model_wrap_cfg = CFGDenoiserTimesteps(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_timesteps(self, p, steps):
-        return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+        discard = self.config is not None and self.config.options.get('discard_next_to_last_sigma', False)
+        if opts.always_discard_next_to_last_sigma and not discard:
+            discard = True
+            p.extra_generation_params["Discard penultimate sigma"] = True
+        steps += 1 if discard else 0
+        return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=devices.device) + 1, 0, 999)
 
-    def _run(self, p, x, timesteps, steps, conditioning, unconditional_conditioning, image_conditioning, img2img):
-        kwargs = self.initialize(p)
-        parameters = inspect.signature(self.func).parameters
-        if "timesteps" in parameters:
-            kwargs["timesteps"] = timesteps
-        self.last_latent = x
-        self.sampler_extra_args = {"cond": conditioning, "image_cond": image_conditioning, "uncond": unconditional_conditioning,
-                                   "cond_scale": p.cfg_scale, "s_min_uncond": self.s_min_uncond}
-        return self.launch_sampling(steps, lambda: self.func(self.model_wrap_cfg, x, extra_args=self.sampler_extra_args, disable=True, callback=self.callback_state, **kwargs))
+    def _launch(self, p, x, last_latent, steps, conditioning, unconditional_conditioning, image_conditioning, kwargs):
+        self.last_latent = last_latent
+        self.sampler_extra_args = {'cond': conditioning, 'image_cond': image_conditioning, 'uncond': unconditional_conditioning,
+                                   'cond_scale': p.cfg_scale, 's_min_uncond': self.s_min_uncond}
+        samples = self.launch_sampling(steps, lambda: self.func(self.model_wrap_cfg, x, extra_args=self.sampler_extra_args,
+                                                                disable=False, callback=self.callback_state, **kwargs))
+        self.add_infotext(p)
+        return samples
 
     def sample_img2img(self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
         timesteps = self.get_timesteps(p, steps)
         a = shared.sd_model.alphas_cumprod[timesteps[t_enc]]
         xi = x * a.sqrt() + noise * (1 - a).sqrt()
+        if opts.img2img_extra_noise > 0:
+            p.extra_generation_params["Extra noise"] = opts.img2img_extra_noise
+            extra_noise_params = ExtraNoiseParams(noise, x, xi)
+            extra_noise_callback(extra_noise_params)
+            xi += extra_noise_params.noise * opts.img2img_extra_noise * a.sqrt()
+
+        kwargs = self.initialize(p)
+        parameters = inspect.signature(self.func).parameters
+        if 'timesteps' in parameters:
+            kwargs['timesteps'] = timesteps[:t_enc]
+        if 'is_img2img' in parameters:
+            kwargs['is_img2img'] = True
         self.model_wrap_cfg.init_latent = x
-        return self._run(p, xi, timesteps[:t_enc], t_enc + 1, conditioning, unconditional_conditioning, image_conditioning, True)
+        return self._launch(p, xi, x, t_enc + 1, conditioning, unconditional_conditioning, image_conditioning, kwargs)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps
-        return self._run(p, x, self.get_timesteps(p, steps), steps, conditioning, unconditional_conditioning, image_conditioning, False)
+        timesteps = self.get_timesteps(p, steps)
+        kwargs = self.initialize(p)
+        if 'timesteps' in inspect.signature(self.func).parameters:
+            kwargs['timesteps'] = timesteps
+        return self._launch(p, x, x, steps, conditioning, unconditional_conditioning, image_conditioning, kwargs)
