@@ -1,5 +1,9 @@
 """Image arguments as the UI and the API give them: PIL images or numpy arrays from gradio (an image-editor dict
-holds it under "image"), base64 strings (data URLs too) from the API, and lists of those (one per batch image)."""
+holds it under "image"), base64 strings (data URLs too) from the API, and lists of those (one per batch image).
+
+Decoded API images are 8-bit: 16-bit greyscale (modes I;16*, and I as Pillow 9.5 opens 16-bit PNGs) is scaled by
+1/257, float (F) images in [0, 1] or [0, 255] to 0-255 (PIL's convert("RGB") would clip them to white/black);
+other ranges, and images over PIL's decompression-bomb limit, are refused with a message naming the field."""
 from __future__ import annotations
 
 import base64
@@ -23,10 +27,34 @@ def decode_image(value, where: str):
         try:
             image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
             image.load()
-            return image
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{where}: the image is too large to decode safely ({exc}); send a smaller image") from None
         except (binascii.Error, ValueError, OSError) as exc:
             raise ValueError(f"{where} is not a base64-encoded image ({type(exc).__name__}: {exc})") from None
+        return to_8bit(image, where)
     raise ValueError(f"{where} must be an image (a base64 string), got {type(value).__name__}")
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_8bit(image: Image.Image, where: str) -> Image.Image:
+    """16-bit and float images as 8-bit greyscale ("L"), scaled (see the module doc); other modes unchanged."""
+    if image.mode not in _SIXTEEN_BIT + ("F",):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        scale = 255.0 if high <= 1.0 else 1.0
+        readable = np.isfinite(values).all() and low >= 0.0 and high <= 255.0
+        what = f"a float image with values from {low} to {high}; 0-1 and 0-255 can be read"
+    else:
+        scale = 1.0 / 257.0
+        readable = low >= 0.0 and high <= 65535.0
+        what = f"a {image.mode} image with values from {low:.0f} to {high:.0f}; 16-bit (0-65535) can be read"
+    if not readable:
+        raise ValueError(f"{where} is {what}. Send an 8-bit (or 16-bit) PNG or JPEG.")
+    return Image.fromarray(np.round(values * scale).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def decode_images(value, where: str):
