@@ -10,8 +10,9 @@ Hooks, per generation:
 - process_before_every_sampling: fc lighting preference (img2img only, first pass): the demo's light ramp
   replaces the initial latent; the img2img denoising strength plays the demo's "denoise" (0.9 there).
 - postprocess_image: optional detail restore from the prepared foreground.
-While a merge is alive the model's apply_model trims c_concat to x's rows (suite_glue.concat_rows: NGMS / skip
-early CFG drop the uncond rows of x only); the wrapper goes with the merge's restore. The built-in LoRA extension's
+While a merge is alive the model's apply_model fits c_concat to the x that reaches the UNet (suite_glue.concat_rows:
+NGMS / skip early CFG drop the uncond rows of x only; hires "Resize width/height to" crops x after the concat was
+built); the wrapper goes with the merge's restore. The built-in LoRA extension's
 backups are kept consistent with the merge (suite_glue.lora).
 
 API (`alwayson_scripts: {"IC-Light": {"args": [...]}}`): positional values in field order, or one dict keyed

@@ -1,13 +1,30 @@
-"""Keep concat conditioning in line with the latent rows when the WebUI skips the uncond pass.
+"""Keep concat conditioning in line with the latent that reaches the UNet.
 
-WebUI v1.10.1's CFG denoiser drops the uncond rows of `x` when it skips them (Negative Guidance minimum sigma,
-skip early CFG) but passes `image_cond` with all its rows, so a concat-conditioned model fails to concatenate.
-The cond rows come first, so keeping the first rows of `c_concat` lines them up again. Instance-level wrapper of
-`apply_model`, put on while a concat model is armed and taken off with it."""
+WebUI v1.10.1 builds the image conditioning once per sampling pass and then hands the sampler a latent that can be
+smaller than it:
+- rows: the CFG denoiser drops the uncond rows of `x` when it skips them (Negative Guidance minimum sigma, skip
+  early CFG) but passes `image_cond` with all its rows. The cond rows come first, so keeping the first rows of
+  `c_concat` lines them up again.
+- size: the hires pass with "Resize width/height to" another aspect ratio builds the conditioning at the upscaled
+  size, then crops the latent (`sample_hr_pass`: `truncate_x // 2` columns on the left, the rest on the right; same
+  for rows). The same centre crop of `c_concat` keeps every concat pixel over the latent pixel it was made for.
+Instance-level wrapper of `apply_model`, put on while a concat model is armed and taken off with it."""
 from __future__ import annotations
 
 _MARK = "hdsuite_concat_trim"
 _armed = []
+
+
+def fit(concat, x):
+    """`concat` [N, C, H, W] cut to x's rows (the first ones) and x's spatial size (the WebUI's centre crop)."""
+    rows, (height, width) = x.shape[0], x.shape[-2:]
+    if concat.shape[0] > rows:
+        concat = concat[:rows]
+    top, left = (concat.shape[-2] - height) // 2, (concat.shape[-1] - width) // 2
+    if top > 0 or left > 0:
+        top, left = max(top, 0), max(left, 0)
+        concat = concat[..., top:top + height, left:left + width]
+    return concat
 
 
 def arm(model) -> None:
@@ -17,8 +34,7 @@ def arm(model) -> None:
 
     def apply_model(x_noisy, t, cond, *args, **kwargs):
         if isinstance(cond, dict) and cond.get("c_concat"):
-            rows = x_noisy.shape[0]
-            cond = {**cond, "c_concat": [c[:rows] if c.shape[0] > rows else c for c in cond["c_concat"]]}
+            cond = {**cond, "c_concat": [fit(c, x_noisy) for c in cond["c_concat"]]}
         return bound(x_noisy, t, cond, *args, **kwargs)
 
     setattr(apply_model, _MARK, True)

@@ -8,7 +8,11 @@ exception here: the CFG denoiser raises InterruptedException, `Sampler.launch_sa
 and the batch goes on through decoding and post-processing; after an interrupt no further batch starts, after a
 skip the next batch runs, and `postprocess` is called (process_images_inner of v1.10.1). Callers wrap runs in
 `closing(p)`, so `p.close()` always runs.
-Only the latent hires upscaler is reproduced.
+The hires pass follows v1.10.1 `StableDiffusionProcessingTxt2Img.init` / `calculate_target_resolution` /
+`sample` / `sample_hr_pass`: latent upscalers ("Latent ...") interpolate the latent, other upscalers ("Lanczos",
+"Nearest") decode, resize the images (modules.images.resize_image) and re-encode; "Resize width/height to"
+(hr_resize_x/y) with another aspect ratio upscales to cover the target and then crops the latent
+(truncate_x/y), AFTER the image conditioning was built at the uncropped size.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import prompt_parser, rng, scripts, sd_samplers, sd_samplers_common, shared
+from . import images, prompt_parser, rng, scripts, sd_samplers, sd_samplers_common, shared
 from .shared import opts, state
 
 opt_C = 4
@@ -131,19 +135,53 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     hr_sampler_name: str = None
     hr_scheduler: str = None
     hr_checkpoint_name: str = None
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
 
     def __post_init__(self):
         hr_scheduler = self.hr_scheduler
         super().__post_init__()
         self.hr_scheduler = hr_scheduler
-        self.latent_scale_mode = {"mode": "bilinear", "antialias": False}
+        self.latent_scale_mode = None
+        self.truncate_x = self.truncate_y = 0
+
+    def calculate_target_resolution(self):
+        """v1.10.1 calculate_target_resolution (without the old-hires-fix option): cover the target, crop later."""
+        if self.hr_resize_x == 0 and self.hr_resize_y == 0:
+            self.extra_generation_params["Hires upscale"] = self.hr_scale
+            self.hr_upscale_to_x = int(self.width * self.hr_scale)
+            self.hr_upscale_to_y = int(self.height * self.hr_scale)
+            return
+        self.extra_generation_params["Hires resize"] = f"{self.hr_resize_x}x{self.hr_resize_y}"
+        if self.hr_resize_y == 0:
+            self.hr_upscale_to_x = self.hr_resize_x
+            self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
+        elif self.hr_resize_x == 0:
+            self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
+            self.hr_upscale_to_y = self.hr_resize_y
+        else:
+            target_w, target_h = self.hr_resize_x, self.hr_resize_y
+            if self.width / self.height < self.hr_resize_x / self.hr_resize_y:
+                self.hr_upscale_to_x = self.hr_resize_x
+                self.hr_upscale_to_y = self.hr_resize_x * self.height // self.width
+            else:
+                self.hr_upscale_to_x = self.hr_resize_y * self.width // self.height
+                self.hr_upscale_to_y = self.hr_resize_y
+            self.truncate_x = (self.hr_upscale_to_x - target_w) // opt_f
+            self.truncate_y = (self.hr_upscale_to_y - target_h) // opt_f
 
     def init(self, all_prompts, all_seeds, all_subseeds):
         if self.enable_hr:
-            self.hr_upscale_to_x = int(self.width * self.hr_scale)
-            self.hr_upscale_to_y = int(self.height * self.hr_scale)
-            self.extra_generation_params["Hires upscale"] = self.hr_scale
             self.extra_generation_params["Denoising strength"] = self.denoising_strength
+            if self.hr_upscaler is not None:
+                self.latent_scale_mode = shared.latent_upscale_modes.get(self.hr_upscaler, None)
+            else:
+                self.latent_scale_mode = shared.latent_upscale_modes.get(shared.latent_upscale_default_mode, "nearest")
+            if self.latent_scale_mode is None and not any(x.name == self.hr_upscaler for x in shared.sd_upscalers):
+                raise Exception(f"could not find upscaler named {self.hr_upscaler}")
+            self.calculate_target_resolution()
+            if self.hr_upscaler is not None:
+                self.extra_generation_params["Hires upscaler"] = self.hr_upscaler
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
@@ -153,16 +191,35 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning, image_conditioning=self.txt2img_image_conditioning(x))
         if not self.enable_hr:
             return samples
-        return self.sample_hr_pass(samples, seeds, subseeds, subseed_strength, prompts)
+        decoded_samples = None
+        if self.latent_scale_mode is None:
+            decoded_samples = torch.stack([self.sd_model.decode_first_stage(s[None])[0] for s in samples]).float()
+        return self.sample_hr_pass(samples, decoded_samples, seeds, subseeds, subseed_strength, prompts)
 
-    def sample_hr_pass(self, samples, seeds, subseeds, subseed_strength, prompts):
+    def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
         if state.interrupted:
             return samples
         self.is_hr_pass = True
+        target_width, target_height = self.hr_upscale_to_x, self.hr_upscale_to_y
         self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
-        size = (self.hr_upscale_to_y // opt_f, self.hr_upscale_to_x // opt_f)
-        samples = torch.nn.functional.interpolate(samples, size=size, **self.latent_scale_mode)
-        image_conditioning = self.txt2img_image_conditioning(samples)
+        if self.latent_scale_mode is not None:
+            samples = torch.nn.functional.interpolate(samples, size=(target_height // opt_f, target_width // opt_f),
+                                                      mode=self.latent_scale_mode["mode"],
+                                                      antialias=self.latent_scale_mode["antialias"])
+            image_conditioning = self.txt2img_image_conditioning(samples)
+        else:
+            lowres = torch.clamp((decoded_samples + 1.0) / 2.0, min=0.0, max=1.0)
+            batch_images = []
+            for x_sample in lowres:
+                image = Image.fromarray((255. * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8))
+                image = images.resize_image(0, image, target_width, target_height, upscaler_name=self.hr_upscaler)
+                batch_images.append(np.moveaxis(np.array(image).astype(np.float32) / 255.0, 2, 0))
+            decoded_samples = torch.from_numpy(np.array(batch_images)).to(shared.device)
+            samples = sd_samplers_common.images_tensor_to_samples(decoded_samples, model=self.sd_model)
+            image_conditioning = self.img2img_image_conditioning(decoded_samples, samples)
+        # the crop of "Resize width/height to" comes after the image conditioning was made (as in v1.10.1)
+        samples = samples[:, :, self.truncate_y // 2:samples.shape[2] - (self.truncate_y + 1) // 2,
+                          self.truncate_x // 2:samples.shape[3] - (self.truncate_x + 1) // 2]
         self.rng = rng.ImageRNG(samples.shape[1:], self.seeds)
         noise = self.rng.next()
         self.hr_c, self.hr_uc = self.c, self.uc

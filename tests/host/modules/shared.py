@@ -121,4 +121,17 @@ total_tqdm = _Tqdm()
 cmd_opts = types.SimpleNamespace()
 sd_model = None
 
+latent_upscale_default_mode = "Latent"  # modules/shared.py of v1.10.1: hires fix's latent upscalers
+latent_upscale_modes = {
+    "Latent": {"mode": "bilinear", "antialias": False},
+    "Latent (antialiased)": {"mode": "bilinear", "antialias": True},
+    "Latent (bicubic)": {"mode": "bicubic", "antialias": False},
+    "Latent (bicubic antialiased)": {"mode": "bicubic", "antialias": True},
+    "Latent (nearest)": {"mode": "nearest", "antialias": False},
+    "Latent (nearest-exact)": {"mode": "nearest-exact", "antialias": False},
+}
+
 from .options import OptionInfo  # noqa: E402,F401  (the WebUI re-exports it here)
+from .upscaler import builtin_upscalers  # noqa: E402
+
+sd_upscalers = builtin_upscalers()  # the WebUI fills it at start-up (modules/upscaler.py and model upscalers)
