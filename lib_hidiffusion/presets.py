@@ -146,7 +146,8 @@ class HiDiffusionConfig:
     """What to patch and when, for one sampling pass. Times are fractions of the steps actually run.
 
     ``shift_mode``: 'seeded' (shift from (seed, step), reproducible), 'official' (``torch.rand`` per block
-    call, like the official code) or 'fixed' (``fixed_shift`` in 0..3 everywhere; for tests)."""
+    and denoiser call, like the official code's per-block draw in its one batched cond+uncond call) or 'fixed'
+    (``fixed_shift`` in 0..3 everywhere; for tests). Every UNet call of one denoiser call shares the shifts."""
 
     family: str
     blocks: BlockMap

@@ -35,6 +35,7 @@ class HiDiffusionState:
         self.pool_input_hw: Optional[Tuple[int, int]] = None  # recorded before the avg-pool
         self.window_hw: Dict[int, Tuple[int, int]] = {}       # SpatialTransformer id -> (h, w) of its input
         self._shift_cache: Dict[Tuple[int, int], List[int]] = {}
+        self._drawn: Dict[int, int] = {}  # official mode: block ordinal -> shift drawn in this denoiser call
         self._warned = set()
         self.on_warning: Optional[Callable[[str], None]] = None  # the host shows warnings to the user too
 
@@ -49,7 +50,10 @@ class HiDiffusionState:
         self.armed = True
 
     def set_step(self, step_index: int, total_steps: int) -> Phase:
-        """The current sampler step (0-based among the ``total_steps`` steps actually run)."""
+        """The current sampler step (0-based among the ``total_steps`` steps actually run). Call once per denoiser
+        call: every UNet call until the next ``set_step`` (the cond and uncond calls the WebUI makes when it does
+        not batch them) shares its window shifts."""
+        self._drawn.clear()
         self.step = int(step_index)
         self.total_steps = int(total_steps)
         self.phase = rau_active(self.step, self.total_steps, self.config) if self.config else INACTIVE
@@ -69,6 +73,7 @@ class HiDiffusionState:
         self.pool_input_hw = None
         self.window_hw.clear()
         self._shift_cache.clear()
+        self._drawn.clear()
 
     # -- wrapper side ----------------------------------------------------------------------------------
     @property
@@ -80,14 +85,20 @@ class HiDiffusionState:
         return self.armed and self.config is not None and self.config.msw_msa
 
     def shift_index(self, block_ordinal: int, n_blocks: int) -> int:
-        """Window shift index 0..3 for the windowed block ``block_ordinal`` (of ``n_blocks``) now."""
+        """Window shift index 0..3 for the windowed block ``block_ordinal`` (of ``n_blocks``) in the current
+        denoiser call (the same for every UNet call until the next ``set_step``)."""
         cfg = self.config
         if cfg is None or cfg.shift_mode == "fixed":
             return cfg.fixed_shift if cfg is not None else 0
         if cfg.shift_mode == "official":
-            # the official draw: torch.rand(1) on the global RNG, mapped (0, .25] -> 0, (.25, .5] -> 1, ...
-            r = float(torch.rand(1))
-            return 0 if r <= 0.25 else 1 if r <= 0.5 else 2 if r <= 0.75 else 3
+            # the official draw: torch.rand(1) on the global RNG per block call, mapped (0, .25] -> 0,
+            # (.25, .5] -> 1, ...; its one batched cond+uncond call = our first UNet call of the denoiser call
+            # (same draws in the same block order), which later calls (split uncond rows) reuse
+            k = self._drawn.get(block_ordinal)
+            if k is None:
+                r = float(torch.rand(1))
+                k = self._drawn[block_ordinal] = 0 if r <= 0.25 else 1 if r <= 0.5 else 2 if r <= 0.75 else 3
+            return k
         step = self.step if self.step is not None else 0
         key = (self.seed, step)
         shifts = self._shift_cache.get(key)

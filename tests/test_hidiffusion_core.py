@@ -229,6 +229,57 @@ def test_shift_deterministic_per_seed_and_step():
     assert not (torch.equal(outs[1][0], outs[2][0]) and torch.equal(outs[1][0], outs[3][0]))
 
 
+@pytest.mark.parametrize("mode", ["seeded", "official"])
+def test_split_cond_uncond_calls_share_the_step_shift(mode, monkeypatch):
+    """The WebUI runs cond and uncond rows as separate UNet calls when the prompts' token lengths differ; the
+    official code batches them under one shift per call. One denoiser step (one set_step) therefore draws each
+    windowed block's shift once: both calls get the same shifts (seeded and official modes), and the batched
+    call equals the cond call and the uncond call concatenated. In official mode the batched call draws exactly
+    as before (same global-RNG values in block order); the next set_step draws anew."""
+    from lib_hidiffusion import msw_msa
+    unet, config, state = _patched("sdxl", (16, 16), shift_mode=mode)
+    shifts = []
+    real = msw_msa.window_partition
+
+    def recording(x, hw, shift_index):
+        shifts.append(shift_index)
+        return real(x, hw, shift_index)
+
+    monkeypatch.setattr(msw_msa, "window_partition", recording)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, generator=gen)
+    ctx = [torch.randn(2, 77, 2048, generator=gen) * 3] * 2
+    t = torch.full((2,), 500.0)
+    n = len(config.blocks.window_blocks)
+    H.apply(unet, config, state)
+    state.arm(seed=5)
+    try:
+        state.set_step(1, 10)
+        torch.manual_seed(123)
+        batched = unet(x, t, context=ctx)
+        batched_shifts, shifts[:] = list(shifts), []
+        state.set_step(1, 10)
+        torch.manual_seed(123)
+        cond = unet(x[:1], t[:1], context=[c[:1] for c in ctx])
+        uncond = unet(x[1:], t[1:], context=[c[1:] for c in ctx])
+        split_shifts, shifts[:] = list(shifts), []
+        state.set_step(1, 10)  # the next denoiser call draws again (official: new values; seeded: same step)
+        unet(x[:1], t[:1], context=[c[:1] for c in ctx])
+        next_shifts = list(shifts)
+    finally:
+        state.disarm()
+        H.remove(unet)
+    assert len(batched_shifts) == n and split_shifts == batched_shifts * 2
+    assert torch.allclose(torch.cat([cond, uncond]), batched, rtol=0, atol=1e-6 * batched.abs().max())
+    if mode == "official":
+        torch.manual_seed(123)
+        draws = [float(torch.rand(1)) for _ in range(n)]
+        assert batched_shifts == [0 if r <= 0.25 else 1 if r <= 0.5 else 2 if r <= 0.75 else 3 for r in draws]
+        assert next_shifts != batched_shifts  # not frozen: the global RNG moved on
+    else:
+        assert next_shifts == batched_shifts
+
+
 def test_window_partition_roundtrip():
     """Partition/reverse is an exact inverse (even, odd, shifted); windows are 2x2 of ceil(H/2) x ceil(W/2)."""
     from lib_hidiffusion.msw_msa import window_partition, window_reverse
@@ -358,40 +409,73 @@ def test_schedule_matches_official_rule(family, size_hw, key, monkeypatch):
 
 # -- locating the step of a model call -------------------------------------------------------------------
 
-def _calls_with_truth(sampler, sigmas):
-    """Runs a k-diffusion sampler with a model that records each call's sigma; ground truth: the step index
-    known from the sampler's structure (Heun, DPM2: two calls per step except a last step ending at 0)."""
-    k = import_k_diffusion()
-    record = []
+SECOND_ORDER = {"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde"}
 
-    def model(x, sigma, **kwargs):
+
+def _calls_with_truth(monkeypatch, sampler, sigmas, **kwargs):
+    """Runs a k-diffusion sampler with a model that records each call's sigma; ground truth: the sampler's own
+    loop index at each call (k-diffusion's `trange` wrapped), not anything derived from sigma."""
+    k = import_k_diffusion()
+    record, truth, index = [], [], [None]
+    real_trange = k.sampling.trange
+
+    def trange(n, *args, **kw):
+        for i in real_trange(n, *args, **kw):
+            index[0] = i
+            yield i
+    monkeypatch.setattr(k.sampling, "trange", trange)
+
+    def model(x, sigma, **_):
         record.append(float(sigma[0]))
+        truth.append(index[0])
         return x * 0.9
 
-    getattr(k.sampling, sampler)(model, torch.ones(1, 1, 2, 2) * sigmas[0], sigmas, disable=True)
-    n = len(sigmas) - 1
-    if sampler in ("sample_heun", "sample_dpm_2"):
-        truth = [i for i in range(n) for _ in range(1 if float(sigmas[i + 1]) == 0 else 2)]
-    else:
-        truth = list(range(n))
-    assert len(truth) == len(record)
+    gen = torch.Generator().manual_seed(0)
+    noise = lambda sigma, sigma_next: torch.randn((1, 1, 2, 2), generator=gen)  # noqa: E731
+    if "noise_sampler" in inspect.signature(getattr(k.sampling, sampler)).parameters:
+        kwargs["noise_sampler"] = noise
+    getattr(k.sampling, sampler)(model, torch.ones(1, 1, 2, 2) * sigmas[0], sigmas, disable=True, **kwargs)
     return record, truth
 
 
-@pytest.mark.parametrize("sampler,hint", [("sample_euler", None), ("sample_dpmpp_2m", None),
-                                          ("sample_heun", True), ("sample_dpm_2", None)])
-@pytest.mark.parametrize("steps", [20, 30, 50])
-def test_step_locator(sampler, hint, steps):
-    """StepLocator gives every model call the index of the sampler step it belongs to (Heun's correction at
-    the next sigma and DPM2's midpoint included), for txt2img and the img2img tail (denoise 0.6)."""
+@pytest.mark.parametrize("sampler", ["sample_euler", "sample_euler_ancestral", "sample_lms", "sample_dpmpp_2m",
+                                     "sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", *sorted(SECOND_ORDER)])
+@pytest.mark.parametrize("steps", [4, 5, 10, 30])
+def test_step_locator(monkeypatch, sampler, steps):
+    """StepLocator gives every model call the index of the sampler step it belongs to, told only which steps make a
+    second call (Heun's correction at the next sigma, the midpoints of DPM2 / DPM++ SDE, and those of DPM2 a /
+    DPM++ 2S a, which at eta 1 land exactly on the next sigma), for txt2img and the img2img tail (denoise 0.6),
+    at eta 0 and 1."""
     k = import_k_diffusion()
     sigmas = k.sampling.get_sigmas_karras(steps, 0.03, 14.6)
     t_enc = int(0.6 * steps)
+    takes_eta = "eta" in inspect.signature(getattr(k.sampling, sampler)).parameters
     for schedule in (sigmas, sigmas[steps - t_enc - 1:]):
-        record, truth = _calls_with_truth(sampler, schedule)
-        locator = H.StepLocator(schedule, second_call_at_next=hint)
-        assert [locator.locate(s) for s in record] == truth
-        assert locator.total_steps == len(schedule) - 1
+        for eta in (0.0, 1.0) if takes_eta else (None,):
+            record, truth = _calls_with_truth(monkeypatch, sampler, schedule, **({} if eta is None else {"eta": eta}))
+            locator = H.StepLocator(schedule, second_calls=sampler in SECOND_ORDER)
+            assert [locator.locate(s) for s in record] == truth, (eta, list(zip(truth, record)))
+            assert locator.total_steps == len(schedule) - 1
+
+
+@pytest.mark.parametrize("sampler", ["sample_euler", "sample_heun", "sample_dpm_2"])
+def test_step_locator_with_sigma_churn(monkeypatch, sampler):
+    """Sigma churn: the first call of a step is at σ̂ = σ_i(1 + γ) above σ_i (up to the previous step's σ)."""
+    k = import_k_diffusion()
+    sigmas = k.sampling.get_sigmas_karras(10, 0.03, 14.6)
+    record, truth = _calls_with_truth(monkeypatch, sampler, sigmas, s_churn=5.0)
+    assert any(not any(abs(r - s) < 1e-4 * s for s in sigmas.tolist()) for r in record), "churn moved the calls"
+    locator = H.StepLocator(sigmas, second_calls=sampler in SECOND_ORDER)
+    assert [locator.locate(s) for s in record] == truth
+
+
+def test_step_locator_second_calls_of_chosen_steps_only():
+    """PLMS-like: only step 0 calls twice (at the next value); and an ancestral step that skips its second call."""
+    schedule = [801.0, 601.0, 401.0, 201.0, 1.0]
+    locator = H.StepLocator(schedule, second_calls=lambda i: i == 0)
+    assert [locator.locate(v) for v in (801, 601, 601, 401, 201)] == [0, 0, 1, 2, 3]
+    locator = H.StepLocator([4.0, 2.0, 1.0, 0.0], second_calls=lambda i: i != 1)
+    assert [locator.locate(v) for v in (4.0, 2.0, 2.0, 1.0, 1.0)] == [0, 0, 1, 2, 2]
 
 
 # -- presets ---------------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def test_msw_msa_parity_detects_a_wrong_shift():
 
 def test_official_shift_mode_draws_like_official():
     """Covers the 'official' shift mode: with the same global seed our per-block torch.rand draws equal the
-    official ones (same order), so outputs agree without fixing the shift."""
+    official ones (same order), so outputs agree without fixing the shift. Each seed is one denoiser call
+    (``set_step``), which draws anew."""
     unet, dunet = _pair("sd15", sharpen=40.0)
     xs, ts, ctx = _inputs("sd15", (32, 32), 1, batch=2)
     official_apply(dunet, "sd15", 10, apply_raunet=False)
@@ -185,6 +186,7 @@ def test_official_shift_mode_draws_like_official():
         torch.manual_seed(seed)
         ref = dunet(xs[0], ts[0].expand(2), encoder_hidden_states=ctx).sample
         torch.manual_seed(seed)
+        state.set_step(0, 10)
         ours = _ldm_call(unet, "sd15", xs[0], ts[0], ctx)
         assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max()
         outs.append(ours)

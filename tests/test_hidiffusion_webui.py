@@ -241,9 +241,7 @@ class _WindowShiftProbe:
             handle.remove()
 
 
-@pytest.mark.parametrize("shift", ["Seeded", pytest.param("Official random", marks=pytest.mark.xfail(
-    strict=True, reason="issue 9 item 4: the official-random shift is drawn per UNet call, so the separate cond "
-                        "and uncond calls of one step get different shifts (core fix pending)"))])
+@pytest.mark.parametrize("shift", ["Seeded", "Official random"])
 def test_cond_and_uncond_calls_of_one_step_share_the_window_shift(module, shift):
     """A prompt and a negative prompt of different token lengths make the WebUI run the cond rows and the uncond
     rows as two UNet calls per denoiser step (v1.10.1 CFGDenoiser.forward, pad_cond_uncond off). The official
