@@ -14,8 +14,7 @@ batching makes several; all of them get the step's phase.
 """
 from __future__ import annotations
 
-import math
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 from .presets import HiDiffusionConfig
 
@@ -72,51 +71,56 @@ def rau_active(step_index: int, total_steps: int, config: HiDiffusionConfig) -> 
     return Phase(bool(rad), bool(pool))
 
 
-class StepLocator:
-    """Maps each model call to the sampler step it belongs to, from the schedule of the steps actually run.
+SecondCalls = Union[bool, None, Callable[[int], bool]]
 
-    ``schedule``: the decreasing sigmas (or timesteps) the sampler walks, ``len = steps run + 1`` (the last
-    may be 0). A call at ``value`` belongs to the step ``i`` with ``schedule[i] >= value > schedule[i+1]``;
-    calls exactly at ``schedule[i+1]`` are ambiguous for samplers that evaluate at the next sigma (Heun's
-    correction): with ``second_call_at_next=True`` the first call at a schedule value ``schedule[j]`` (j >= 1)
-    is step ``j-1``'s correction and the following ones are step ``j``. ``None`` learns it: a schedule
-    value seen twice in a row marks the sampler as Heun-like from then on.
+
+class StepLocator:
+    """Maps each model call to the sampler step it belongs to, from the schedule of the steps actually run and
+    from what the sampler is (which of its steps make a second model call), never by counting calls or by
+    learning the call pattern.
+
+    ``schedule``: the decreasing sigmas (or timesteps) the sampler walks, ``len = steps run + 1`` (the last may be
+    0). Step ``i`` makes its first call at ``schedule[i]`` (or above it: Euler/Heun/DPM2 with sigma churn evaluate
+    at σ̂ = σ_i·(1 + γ)); a first call at ``value`` is the step with the largest schedule value ``<= value``.
+    ``second_calls`` says which steps then make one more call, at a value in ``[schedule[i+1], schedule[i])``:
+    Heun's correction exactly at ``schedule[i+1]``, the midpoints of DPM2 / DPM++ SDE / DPM++ 2S a (the ancestral
+    ones land exactly on ``schedule[i+1]`` at eta 1), PLMS's first step. ``True``: every step whose next value is
+    > 0 (the second-order k-diffusion samplers end with an Euler step to 0); a callable ``(i) -> bool`` for
+    anything else; ``False``/``None``: no step. A call in that window right after step ``i``'s first call is step
+    ``i``'s second call, whatever its value, so a midpoint equal to the next step's sigma is not mistaken for it.
     """
 
-    def __init__(self, schedule: Sequence[float], second_call_at_next: Optional[bool] = None, rtol: float = 1e-4):
+    def __init__(self, schedule: Sequence[float], second_calls: SecondCalls = None, rtol: float = 1e-4):
         self.schedule = [float(s) for s in schedule]
         if len(self.schedule) < 2:
             raise ValueError("StepLocator needs at least two schedule values")
-        self.second_call_at_next = second_call_at_next
+        if second_calls is True:
+            second_calls = self._next_is_positive
+        self.second_calls = second_calls or (lambda i: False)
         self.rtol = rtol
-        self._seen = {}
-        self._last_value = None
+        self._owed = None  # the step whose second call comes next
 
     @property
     def total_steps(self) -> int:
         return len(self.schedule) - 1
 
-    def _match(self, value: float) -> Optional[int]:
-        for j, s in enumerate(self.schedule):
-            if math.isclose(value, s, rel_tol=self.rtol, abs_tol=1e-8):
-                return j
-        return None
+    def _next_is_positive(self, i: int) -> bool:
+        return self.schedule[i + 1] > 0
+
+    def _below(self, value: float, s: float) -> bool:
+        """value < s, beyond the matching tolerance."""
+        return value < s - self.rtol * abs(s) - 1e-8
 
     def locate(self, value: float) -> int:
         """The step index (0-based, clamped to the steps run) of a model call at sigma/timestep ``value``."""
         value = float(value)
-        j = self._match(value)
-        repeat = self._last_value is not None and math.isclose(value, self._last_value, rel_tol=self.rtol)
-        self._last_value = value
+        owed, self._owed = self._owed, None
+        if owed is not None and self._below(value, self.schedule[owed]) \
+                and not self._below(value, self.schedule[owed + 1]):
+            return owed
         last = self.total_steps - 1
-        if j is None:
-            # between schedule points (DPM2 midpoints, ...): the step whose interval holds the value
-            idx = sum(1 for s in self.schedule[1:] if s >= value)
-            return min(max(idx, 0), last)
-        if self.second_call_at_next is None and repeat and j >= 1 and self._seen.get(j, 0) == 1:
-            self.second_call_at_next = True
-        count = self._seen.get(j, 0)
-        self._seen[j] = count + 1
-        if self.second_call_at_next and j >= 1 and count == 0:
-            return min(j - 1, last)
-        return min(j, last)
+        step = next((j for j, s in enumerate(self.schedule) if not self._below(value, s)), last)
+        step = min(step, last)
+        if self.second_calls(step):
+            self._owed = step
+        return step

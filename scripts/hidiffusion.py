@@ -24,7 +24,9 @@ Hooks:
 - process_before_every_sampling (once per pass): remove, then apply the pass's config, arm with the seed,
   register the cfg_denoiser callback (only while armed), and make `p.close()` release everything.
 - cfg_denoiser callback: on the first call of a pass, build the StepLocator from the schedule the sampler runs
-  (k-diffusion sigmas or DDIM-family timesteps, img2img/hires tail only); then per call the step from sigma.
+  (k-diffusion sigmas or DDIM-family timesteps, img2img/hires tail only) and which of its steps call the model
+  twice (suite_glue.steps); then per call the step from sigma. No fixed schedule (DPM fast/adaptive, UniPC, Restart
+  from 20 steps): RAU-Net off for the pass, with a warning.
 - postprocess / p.close / script unload: disarm, remove every wrapper, unregister the callback.
 """
 import dataclasses
@@ -231,15 +233,17 @@ class Controller:
     def _locator(self, denoiser):
         sampler = getattr(denoiser, "sampler", None)
         try:
-            schedule = glue_steps.pass_schedule(sampler, self.p, *self.pass_kind)
+            steps = glue_steps.pass_steps(sampler, self.p, *self.pass_kind)
         except Exception as error:  # a sampler from another extension with other signatures
-            schedule = None
+            steps = None
             log.debug("HiDiffusion: schedule of %r not found: %s", sampler, error)
-        if schedule is None or len(schedule) < 2:
-            self.state.warn_once("schedule", f"{TITLE}: cannot tell the steps of sampler "
-                                             f"{type(sampler).__name__}; RAU-Net is off for this pass")
+        if steps is None or len(steps.schedule) < 2:
+            config = getattr(sampler, "config", None)
+            name = config.name if config is not None else type(sampler).__name__
+            self.state.warn_once(f"schedule {name}", f"{TITLE}: sampler {name} has no fixed schedule to tell the steps "
+                                             "from; RAU-Net is off for this pass (MSW-MSA still runs)")
             return None
-        locator = hidiffusion.StepLocator(schedule, second_call_at_next=glue_steps.corrects_at_next_sigma(sampler))
+        locator = hidiffusion.StepLocator(steps.schedule, second_calls=steps.second_calls)
         self.state.config = times_for(self.values, self.base_config, locator.total_steps)
         return locator
 

@@ -11,9 +11,9 @@ host, what each UNet call did and which sampler step it belonged to.
   how many of those attn1 modules ran on windows (``windows``) out of how many ran (``attn1``).
   ``PhaseProbe.for_config(unet, config)`` watches the patch points of a lib config (every windowed attn1 that
   exists in the UNet).
-- ``StepTruth``: per UNet call, the sampler's own loop index (k-diffusion ``trange``) and the number of
-  sampler callbacks so far (the DDIM loop calls back once per step, after its model call); ground truth that
-  does not come from sigma matching.
+- ``StepTruth``: per UNet call, the sampler's own loop index (every sampler loop of the host double, see the
+  class) and the number of sampler callbacks so far (the DDIM loop calls back once per step, after its model
+  call); ground truth that does not come from sigma matching.
 """
 from __future__ import annotations
 
@@ -95,24 +95,35 @@ class PhaseProbe:
 
 
 class StepTruth:
-    """Install with ``monkeypatch``; ``calls`` gets (loop index, callbacks so far) per UNet call of ``unet``."""
+    """Install with ``monkeypatch``; ``calls`` gets (loop index, callbacks so far) per UNet call of ``unet``.
 
-    def __init__(self, monkeypatch, unet):
+    The loop index is the sampler's own step counter: every sampler loop of the host double is wrapped
+    (k-diffusion's ``trange``, LCM's, Restart's ``tqdm.tqdm`` over its Heun steps, the timestep family's
+    ``tqdm.trange``), plus any ``(module, name)`` in ``loops`` (e.g. the CFG++ script's ``trange``).
+    ``loop_lengths`` gets each loop's length. With ``step_of``, ``located`` gets ``step_of()`` per UNet call."""
+
+    def __init__(self, monkeypatch, unet, loops=(), step_of=None):
+        import types
+
         import k_diffusion.sampling
-        from modules import sd_samplers_common
+        import tqdm
+        from modules import sd_samplers_common, sd_samplers_extra, sd_samplers_lcm, sd_samplers_timesteps_impl
 
         self.loop_index = None
         self.loop_lengths = []
         self.callbacks = 0
         self.calls = []
-        real_trange = k_diffusion.sampling.trange
+        self.located = []
         truth = self
 
-        def trange(n, *args, **kwargs):
-            truth.loop_lengths.append(int(n))
-            for i in real_trange(n, *args, **kwargs):
-                truth.loop_index = i
-                yield i
+        def counted(real):
+            def loop(*args, **kwargs):
+                iterable = real(*args, **kwargs)
+                truth.loop_lengths.append(len(iterable))
+                for i, item in enumerate(iterable):
+                    truth.loop_index = i
+                    yield item
+            return loop
 
         real_callback = sd_samplers_common.Sampler.callback_state
 
@@ -120,16 +131,27 @@ class StepTruth:
             truth.callbacks += 1
             return real_callback(sampler, d)
 
-        monkeypatch.setattr(k_diffusion.sampling, "trange", trange)
+        monkeypatch.setattr(k_diffusion.sampling, "trange", counted(k_diffusion.sampling.trange))
+        monkeypatch.setattr(sd_samplers_lcm, "trange", counted(sd_samplers_lcm.trange))
+        monkeypatch.setattr(sd_samplers_extra, "tqdm", types.SimpleNamespace(tqdm=counted(tqdm.tqdm)))
+        monkeypatch.setattr(sd_samplers_timesteps_impl, "tqdm",
+                            types.SimpleNamespace(trange=counted(tqdm.trange), tqdm=tqdm.tqdm))
+        for module, name in loops:
+            monkeypatch.setattr(module, name, counted(getattr(module, name)))
         monkeypatch.setattr(sd_samplers_common.Sampler, "callback_state", callback_state)
-        self.handle = unet.register_forward_pre_hook(
-            lambda module, args: self.calls.append((self.loop_index, self.callbacks)))
+
+        def record(module, args):
+            self.calls.append((self.loop_index, self.callbacks))
+            if step_of is not None:
+                self.located.append(step_of())
+        self.handle = unet.register_forward_pre_hook(record)
 
     def reset(self):
         self.loop_index = None
         self.loop_lengths = []
         self.callbacks = 0
         self.calls = []
+        self.located = []
 
     def close(self):
         self.handle.remove()
