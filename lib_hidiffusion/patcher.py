@@ -2,8 +2,8 @@
 
 ``apply(unet, config, state)`` installs instance-level forward wrappers (see ``wrap``) on:
 every Downsample and Upsample (the RAD/RAU pair if the family has them; the others record/resize to the skip
-sizes, see ``rau_net``), the pool input block and bicubic output block (``config.rau_net``), the windowed SpatialTransformers and their ``transformer_blocks[t].attn1``
-(``config.msw_msa``). ``UNetModel.forward`` and every class are left alone; the module tree, parameters
+sizes, see ``rau_net``), the pool input block and bicubic output block (``config.rau_net``), the windowed
+SpatialTransformers and their ``transformer_blocks[t].attn1`` (``config.msw_msa``). ``UNetModel.forward`` and every class are left alone; the module tree, parameters
 and buffers are unchanged. All wrappers read ``state``: disarmed, each one calls the original forward
 with the original arguments (bit-identical output).
 
