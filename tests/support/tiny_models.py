@@ -6,11 +6,14 @@ same thing as in the full models) with few channels:
 - SD 1.5: 4 levels (1,2,4,4), 2 res blocks, attention at levels 0-2, conv projections, context 768.
 - SD 2.1: as SD 1.5 with linear projections, head channels instead of heads, context 1024, v-prediction.
 - SDXL:   3 levels (1,2,4), 2 res blocks, attention at levels 1-2 with depth 2, linear projections,
-          context 2048. SDXL's "vector" conditioning is emulated: the ldm class has no ``adm`` input,
-          so the UNet is built class-conditional ("continuous") and its ``label_emb`` replaced by the
-          SDXL shape Sequential(Linear(V, T), SiLU, Linear(T, T)); ``y`` carries the vector.
-          At this ldm commit a depth-2 SpatialTransformer wants ``context`` as a list, so
-          ``TinyLDM.apply_model`` passes ``[c] * depth`` for SDXL (the real sgm UNet has no such quirk).
+          context 2048; the ldm classes with sgm's behaviour emulated (``sgm_emulation``: which sgm
+          attributes and call signatures our cores rely on, checked against the sgm source the WebUI pins):
+          SpatialTransformer takes one context tensor for all its blocks, BasicTransformerBlock passes
+          ``additional_tokens`` / ``n_times_crossframe_attn_in_self`` to attn1. SDXL's "vector" conditioning:
+          the ldm class has no ``adm`` input, so the UNet is built class-conditional ("continuous") and its
+          ``label_emb`` replaced by sgm's "sequential" one, Sequential(Sequential(Linear(V, T), SiLU,
+          Linear(T, T))); ``y`` carries the vector. ``TinyLDM.apply_model`` calls it as the WebUI's sgm
+          ``OpenAIWrapper`` does: ``unet(x, timesteps=t, context=c, y=vector)`` with one context tensor.
 
 ``TinyLDM`` mimics what the WebUI's k-diffusion path uses of ``LatentDiffusion``: ``apply_model``,
 ``alphas_cumprod``, ``parameterization``, ``model.diffusion_model``, ``model.conditioning_key``,
@@ -25,6 +28,8 @@ import torch
 from torch import nn
 
 from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+from .sgm_emulation import sequential_label_emb, to_sgm
 
 CONTEXT_DIM = {"sd15": 768, "sd21": 1024, "sdxl": 2048}
 SDXL_VECTOR_DIM = 64
@@ -82,8 +87,9 @@ def make_unet(family: str = "sd15", seed: int = 0, in_channels: int = 4, vector:
         kwargs["num_classes"] = "continuous"
     unet = UNetModel(**kwargs)
     if vector:
-        ted = unet.time_embed[0].out_features
-        unet.label_emb = nn.Sequential(nn.Linear(SDXL_VECTOR_DIM, ted), nn.SiLU(), nn.Linear(ted, ted))
+        unet.label_emb = sequential_label_emb(SDXL_VECTOR_DIM, unet.time_embed[0].out_features)
+    if family == "sdxl":
+        to_sgm(unet)
     return randomize_(unet, seed).eval()
 
 
@@ -147,7 +153,6 @@ class TinyLDM(nn.Module):
         self.cond_stage_key = cond_stage_key
         self.scale_factor = scale_factor
         self.latent_channels = 4
-        self.depth = _layout(family).depth
         self.first_stage_model = TinyVAE()
         self.register_buffer("alphas_cumprod", linear_alphas_cumprod())
         self.is_sd1 = family == "sd15"
@@ -171,12 +176,10 @@ class TinyLDM(nn.Module):
         context = cond["crossattn"] if "crossattn" in cond else torch.cat(cond["c_crossattn"], 1)
         if self._joins_concat():
             x = torch.cat([x] + list(cond["c_concat"]), dim=1)
-        if self.depth > 1:
-            context = [context] * self.depth
-        kwargs = {}
-        if getattr(unet, "num_classes", None) is not None:
-            kwargs["y"] = cond["vector"]
-        return unet(x, t, context=context, **kwargs)
+        if self.is_sdxl:  # sd_models_xl.apply_model -> sgm OpenAIWrapper.forward
+            y = cond["vector"] if getattr(unet, "num_classes", None) is not None else None
+            return unet(x, timesteps=t, context=context, y=y)
+        return unet(x, t, context=context)  # ldm DiffusionWrapper.forward
 
     def _joins_concat(self) -> bool:
         """Whether `c_concat` joins x on the channels. SD 1/2 follow ldm `DiffusionWrapper.forward` (only for
