@@ -494,3 +494,24 @@ def test_xyz_grid_order_follows_axis_cost_and_interrupt_blanks_the_rest():
     script_callbacks.on_cfg_denoiser(interrupt)
     cells = xyz_grid_double.run_grid(xyz, _grid_p(rec), x=("Steps", ["2", "3"]))
     assert cells[0].processed.images and cells[1].p is None and cells[1].processed is None
+
+
+def test_xyz_override_axes_reach_the_sampler_per_cell_and_are_restored():
+    """apply_override stores into p.override_settings (one dict shared by all copies); process_images sets it after
+    before_process for each cell and restores the settings afterwards (v1.10.1 xyz_grid.apply_override,
+    processing.process_images): each cell samples with its own SGM noise multiplier / extra noise."""
+    import xyz_grid_double
+    from modules import processing
+    from support.generation import DEFAULTS, gradient_image
+    xyz = xyz_grid_double.install()
+    cells = xyz_grid_double.run_grid(xyz, _grid_p(Recorder(), steps=3), x=("SGM noise multiplier", ["False", "True"]))
+    assert ["SGM noise multiplier: True" in c.processed.infotexts[0] for c in cells] == [False, True]
+    assert not torch.equal(cells[0].processed.latents, cells[1].processed.latents)
+    assert shared.opts.sgm_noise_multiplier is False
+
+    p = processing.StableDiffusionProcessingImg2Img(**{**DEFAULTS, "steps": 3, "denoising_strength": 0.5,
+                                                       "init_images": [gradient_image(64, 64)]})
+    p.scripts, p.script_args = scripts.ScriptRunner([Recorder()], is_img2img=True, arg_counts=[0]), [0]
+    cells = xyz_grid_double.run_grid(xyz, p, x=("Extra noise", ["0", "0.5"]), is_img2img=True)
+    assert ["Extra noise: 0.5" in c.processed.infotexts[0] for c in cells] == [False, True]
+    assert shared.opts.img2img_extra_noise == 0.0 and p.override_settings == {"img2img_extra_noise": 0.5}
