@@ -13,7 +13,8 @@ Parameters (API order = field order; the dict form `{"args": [{"enabled": true, 
 - hires_rau_net: RAU-Net also in the hires-fix pass (off by default: the first pass already fixed the layout);
   MSW-MSA always runs in the hires pass when on.
 - shift: "Seeded" = the window shift is derived from (seed, step): the same seed reproduces exactly;
-  "Official random" = drawn from torch's global RNG on every block call as the official code does.
+  "Official random" = drawn from torch's global RNG for every windowed block, once per denoiser step (the official
+  code draws per block call on one batched cond+uncond call; split cond/uncond calls share the step's draws).
   Seed = `p.seeds[0]` of the current batch: the whole batch shares one UNet call, hence one shift per step;
   an image of a batch therefore equals a lone generation with its seed only when it is the batch's first image.
 

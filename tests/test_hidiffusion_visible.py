@@ -49,7 +49,8 @@ def test_auto_preset_is_written_and_pastes_back_as_auto(module, family, expected
     assert params["HiDiffusion timing"] == "Auto" and "HiDiffusion T1" not in params
     restored = module.SPEC.from_infotext(params)
     assert restored.enabled and restored.timing == "Auto"
-    assert "HiDiffusion preset" not in dict((key, None) for _, key in module.SPEC.paste_fields([None] * len(module.SPEC.fields)))
+    pasted_keys = [key for _, key in module.SPEC.paste_fields([None] * len(module.SPEC.fields))]
+    assert "HiDiffusion preset" not in pasted_keys
 
 
 def test_console_warnings_also_reach_the_comment_under_the_image(module):
