@@ -9,6 +9,7 @@
 - :mod:`.detail`       high-frequency detail restore
 - :mod:`.detect`       tell 4/5/7/8/9/12-channel UNet families apart
 """
+from .compat import is_float8, uses_float8
 from .conditioning import (ConcatProvider, ConcatSpec, encode_images, fc_initial_latent, make_concat_spec, match_batch,
                            prepare_foreground, rembg_alpha, remover_available)
 from .detail import restore_detail, restore_detail_tensor
@@ -23,7 +24,7 @@ from .model_file import (DOWNLOAD_FROM, OFFICIAL_FILES, FileIdentity, OffsetFile
 __all__ = [
     "ConcatProvider", "ConcatSpec", "DOWNLOAD_FROM", "FBC_SOURCES", "FC_LIGHTS", "FileIdentity", "ICLightError", "MergeHandle",
     "Merger", "ModelKind", "OFFICIAL_FILES", "OffsetFile", "active_handles", "detect_model_kind",
-    "encode_images", "fbc_background", "fc_initial_latent", "fc_light_image", "fill_grey", "images_to_tensor",
+    "encode_images", "is_float8", "uses_float8", "fbc_background", "fc_initial_latent", "fc_light_image", "fill_grey", "images_to_tensor",
     "list_model_files", "make_concat_spec", "match_batch", "merge_offsets", "open_offset_file",
     "parse_fbc_source", "parse_fc_light", "prepare_foreground", "rembg_alpha", "remover_available",
     "resize_and_center_crop", "resolve_model_path", "restore_all", "restore_detail", "restore_detail_tensor",

@@ -1,4 +1,4 @@
-"""Check that an offset file fits the loaded UNet before anything is changed."""
+"""Check that an offset file fits the loaded UNet before anything is changed (SD 1.5 shapes, no FP8 weights)."""
 from __future__ import annotations
 
 from typing import Dict, Tuple
@@ -10,6 +10,15 @@ from .errors import ICLightError
 from .model_file import CONV_IN, DOWNLOAD_FROM, OffsetFile
 
 FAMILY_NAMES = {"sd15": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
+
+
+def is_float8(dtype) -> bool:
+    """True for torch's 8-bit float dtypes (float8_e4m3fn, float8_e5m2, ...)."""
+    return str(dtype).startswith("torch.float8")
+
+
+def uses_float8(module: nn.Module) -> bool:
+    return any(is_float8(t.dtype) for t in module.state_dict(keep_vars=True).values())
 
 
 def find_unet(model: nn.Module) -> Tuple[nn.Module, object]:
@@ -34,9 +43,13 @@ def _few(keys, n=4):
 def check_compatible(unet: nn.Module, offset: OffsetFile) -> Dict[str, nn.Parameter]:
     """Raise :class:`ICLightError` unless ``offset`` applies to ``unet``; return the UNet's tensors by ldm key.
 
-    Requires: a plain (4-channel) SD 1.x UNet with context 768, every file key present in the UNet and
-    the other way round, equal shapes except the widened input channels of the first conv."""
+    Requires: a plain (4-channel) SD 1.x UNet with context 768 and no FP8 weights, every file key present in the
+    UNet and the other way round, equal shapes except the widened input channels of the first conv."""
     tensors = unet.state_dict(keep_vars=True)
+    fp8 = sorted({str(v.dtype).replace("torch.", "") for v in tensors.values() if is_float8(v.dtype)})
+    if fp8:
+        raise ICLightError(f"The loaded UNet stores its weights as {', '.join(fp8)} (FP8): IC-Light's offsets cannot be "
+                           "added to FP8 weights (they are finer than FP8's precision). Load the model in fp16/fp32.")
     kind = detect_model_kind({k: v.shape for k, v in tensors.items()})
     family = FAMILY_NAMES.get(kind.base_family, "an unrecognised model")
     if kind.context_dim != 768:

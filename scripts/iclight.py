@@ -116,6 +116,17 @@ def _unet(model):
     return getattr(inner, "diffusion_model", None)
 
 
+FP8_ERROR = (f"{TITLE} cannot merge into weights stored as FP8: set Settings > Optimizations > FP8 weight to "
+             "'Disable' (or 'Enable for SDXL'; and no fp8_storage in override_settings), then generate again.")
+
+
+def fp8_storage(p) -> bool:
+    """Whether this generation's weights will be FP8: the FP8 weight setting as the WebUI will apply it (the API's
+    override_settings are applied, and the weights reloaded, only after before_process), or weights already FP8."""
+    setting = (getattr(p, "override_settings", None) or {}).get("fp8_storage", getattr(shared.opts, "fp8_storage", None))
+    return setting == "Enable" or (setting == "Enable for SDXL" and getattr(p.sd_model, "is_sdxl", False))
+
+
 def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
     """Everything checked before the model is touched; raises ICLightError / ParamError naming the fix."""
     foregrounds = as_list(values.foreground) or [None]  # None -> the core's 'needs a foreground'
@@ -131,6 +142,13 @@ def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
         raise iclight.ICLightError(f"{TITLE}: hires fix would switch to the checkpoint '{hr_checkpoint}', which "
                                    "reloads the model without IC-Light for the second pass. Set the hires checkpoint "
                                    "to 'Use same checkpoint', or turn hires fix off.")
+    refiner, switch_at = getattr(p, "refiner_checkpoint", None), getattr(p, "refiner_switch_at", None)
+    if refiner not in (None, "", "None", "none") and (switch_at is None or switch_at < 1):
+        raise iclight.ICLightError(f"{TITLE}: the refiner ('{refiner}') reloads the model's weights in the middle of "
+                                   "sampling, which drops IC-Light's merge: the remaining steps would run without "
+                                   "IC-Light. Turn the refiner off (or leave its checkpoint empty) to use IC-Light.")
+    if fp8_storage(p):
+        raise iclight.ICLightError(FP8_ERROR)
     if values.detail_restore and values.detail_radius % 2 == 0:
         raise glue_params.ParamError(f"{TITLE}: argument 'detail_radius' must be odd, got {values.detail_radius}")
     model_field = f"{TITLE}: argument 'model' ({SPEC.by_name['model'].label})"
@@ -174,6 +192,8 @@ class ICLightScript(glue_script_base.spec_script(SPEC)):
             return
         try:
             unet = _unet(p.sd_model)
+            if unet is not None and iclight.uses_float8(unet):
+                raise iclight.ICLightError(FP8_ERROR)
             if unet is not None:
                 glue_lora.unapply(unet)
             MERGER.ensure(p.sd_model, run.offset)

@@ -164,3 +164,16 @@ def test_kind_comes_from_conv_in_not_the_name(tmp_path):
     prefixed = write_offset_file(str(tmp_path), "fbc_named.safetensors", in_channels=8, fmt="diffusion_model")[0]
     of = open_offset_file(prefixed)
     assert (of.kind, of.in_channels, of.key_format) == ("fc", 8, "ldm")
+
+
+def test_fp8_weights_are_refused_untouched(fc_file):
+    """The WebUI's FP8 weight storage keeps Conv2d/Linear weights as float8_e4m3fn: in-place adds fail there and the
+    offsets are finer than FP8's precision, so the merge refuses before changing anything."""
+    unet = base_unet()
+    for module in unet.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.to(torch.float8_e4m3fn)
+    before, tree = state_hash(unet), module_tree(unet)
+    with pytest.raises(ICLightError, match="float8_e4m3fn \\(FP8\\).*fp16/fp32"):
+        merge_offsets(unet, open_offset_file(fc_file))
+    assert state_hash(unet) == before and module_tree(unet) == tree

@@ -39,3 +39,56 @@ def test_hires_resize_in_portrait(script):
         generate(script, fc_on(), enable_hr=True, hr_resize_x=64, hr_resize_y=96, steps=2)
     hires = [c for c in spy.calls if c.x.shape[-2:] == (12, 8)]
     assert hires and all(torch.allclose(row, covered[:, :, 2:10], atol=1e-6) for c in hires for row in c.x[:, 4:])
+
+
+# --- refiner and FP8: the model under IC-Light would change or cannot hold the offsets ---------------------------
+@pytest.fixture
+def checkpoints():
+    from modules import devices, sd_models
+    from support.generation import attach_text_encoder
+    from support.tiny_models import make_ldm
+    base = sd_models.register_checkpoint("base", attach_text_encoder(make_ldm("sd15", seed=0)))
+    sd_models.register_checkpoint("refiner", attach_text_encoder(make_ldm("sd15", seed=1)))
+    sd_models.reload_model_weights(info=base)
+    yield
+    sd_models.forget_checkpoints()
+    devices.fp8 = False
+
+
+@pytest.mark.parametrize("switch_at", [0.5, None])
+def test_a_refiner_is_refused_before_sampling(script, checkpoints, switch_at):
+    """The refiner reloads the weights mid-sampling (apply_refiner): the merge would be dropped and the remaining
+    steps would silently run without IC-Light. Stopped before sampling with a message saying what to change."""
+    model = shared.sd_model
+    before = state_hash(model)
+    with UNetSpy() as spy, pytest.raises(ValueError) as info:
+        generate(script, fc_on(), refiner_checkpoint="refiner", refiner_switch_at=switch_at)
+    assert "refiner" in str(info.value).lower() and "Turn the refiner off" in str(info.value)
+    assert spy.calls == [] and state_hash(model) == before
+    for off in (dict(refiner_checkpoint=None), dict(refiner_checkpoint="", refiner_switch_at=0.5),
+                dict(refiner_checkpoint="refiner", refiner_switch_at=1.0)):  # 1 = never switch
+        with UNetSpy() as spy:
+            generate(script, fc_on(), steps=2, **off)
+        assert spy.calls and all(c.x.shape[1] == 8 for c in spy.calls), off
+
+
+def test_fp8_weight_storage_is_refused_naming_the_setting(script, checkpoints):
+    """FP8 weights (Settings > Optimizations > FP8 weight) cannot take IC-Light's offsets (in-place add on float8
+    fails, and the offsets are finer than FP8's precision): refused before anything is changed."""
+    shared.opts.data["fp8_storage"] = "Enable"
+    generate(script, {"enabled": False}, steps=2)  # loads the weights as FP8
+    model = shared.sd_model
+    assert model.model.diffusion_model.input_blocks[0][0].weight.dtype == torch.float8_e4m3fn
+    before = state_hash(model)
+    with UNetSpy() as spy, pytest.raises(ValueError) as info:
+        generate(script, fc_on())
+    message = str(info.value)
+    assert message.startswith("IC-Light") and "Settings > Optimizations > FP8 weight" in message and "Disable" in message
+    assert spy.calls == [] and state_hash(model) == before
+    shared.opts.data["fp8_storage"] = "Disable"
+    with UNetSpy() as spy:
+        generate(script, fc_on(), steps=2)  # reloaded in full precision: IC-Light works again
+    assert spy.calls and all(c.x.shape[1] == 8 for c in spy.calls)
+    with UNetSpy() as spy, pytest.raises(ValueError, match="FP8 weight"):  # the API's override comes too late
+        generate(script, fc_on(), override_settings={"fp8_storage": "Enable"})  # for the weights: refused first
+    assert spy.calls == []

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import images, prompt_parser, rng, scripts, sd_samplers, sd_samplers_common, shared
+from . import devices, images, prompt_parser, rng, scripts, sd_models, sd_samplers, sd_samplers_common, shared
 from .shared import opts, state
 
 opt_C = 4
@@ -60,6 +60,8 @@ class StableDiffusionProcessing:
     do_not_save_samples: bool = True
     do_not_save_grid: bool = True
     override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str = None
+    refiner_switch_at: float = None
     is_api: bool = False
     token_merging_ratio = 0  # class attributes, not fields, as in v1.10.1
     token_merging_ratio_hr = 0
@@ -76,6 +78,7 @@ class StableDiffusionProcessing:
         self.uc = None
         self.iteration = 0
         self.comments = {}
+        self.refiner_checkpoint_info = None
         self.s_min_uncond = self.s_min_uncond if self.s_min_uncond is not None else 0.0
         self.s_churn = self.s_churn if self.s_churn is not None else 0.0
         self.s_tmin = self.s_tmin if self.s_tmin is not None else 0.0
@@ -311,8 +314,14 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         p.scripts.before_process(p)
     stored_opts = {k: opts.data[k] for k in p.override_settings if k in opts.data}
     try:
+        # v1.10.1: load the main checkpoint (and FP8 storage as set) now, after before_process; overrides after it
+        if sd_models.checkpoint_aliases.get(p.override_settings.get("sd_model_checkpoint")) is None:
+            p.override_settings.pop("sd_model_checkpoint", None)
+            sd_models.reload_model_weights()
         for k, v in p.override_settings.items():
             opts.set(k, v, is_api=True, run_callbacks=False)
+            if k == "sd_model_checkpoint":
+                sd_models.reload_model_weights()
         sd_samplers.fix_p_invalid_sampler_and_scheduler(p)
         return process_images_inner(p)
     finally:
@@ -327,18 +336,25 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     p.all_seeds = [seed + i for i in range(len(p.all_prompts))]
     p.all_subseeds = [seed + i for i in range(len(p.all_prompts))]
 
+    if p.refiner_checkpoint not in (None, "", "None", "none"):  # v1.10.1 process_images_inner
+        p.refiner_checkpoint_info = sd_models.get_closet_checkpoint_match(p.refiner_checkpoint)
+        if p.refiner_checkpoint_info is None:
+            raise Exception(f"Could not find checkpoint with name {p.refiner_checkpoint}")
+
     if p.scripts is not None:
         p.scripts.process(p)
 
     images, latents, infotexts = [], [], []
     with torch.no_grad():
-        p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
+        with devices.autocast():
+            p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
         for n in range(p.n_iter):
             p.iteration = n
             if state.skipped:  # v1.10.1 process_images_inner: Skip ends one batch only
                 state.skipped = False
             if state.interrupted or state.stopping_generation:
                 break
+            sd_models.reload_model_weights()  # v1.10.1: back to the main checkpoint, e.g. after the refiner
             batch = slice(n * p.batch_size, (n + 1) * p.batch_size)
             p.prompts, p.negative_prompts = p.all_prompts[batch], p.all_negative_prompts[batch]
             p.seeds, p.subseeds = p.all_seeds[batch], p.all_subseeds[batch]
@@ -349,8 +365,9 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
                 p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
             p.setup_conds()
 
-            samples = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.subseeds,
-                               subseed_strength=p.subseed_strength, prompts=p.prompts)
+            with devices.without_autocast() if devices.unet_needs_upcast else devices.autocast():
+                samples = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.subseeds,
+                                   subseed_strength=p.subseed_strength, prompts=p.prompts)
             if p.scripts is not None:
                 ps = scripts.PostSampleArgs(samples)
                 p.scripts.post_sample(p, ps)

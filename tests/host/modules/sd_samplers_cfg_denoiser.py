@@ -117,9 +117,20 @@ class CFGDenoiser(torch.nn.Module):
             blended = mba.blended_latent
         return blended
 
+    def update_inner_model(self):
+        """v1.10.1: after the refiner reloaded weights, drop the model wrap and take the recomputed conds."""
+        self.model_wrap = None
+        c, uc = self.p.get_conds()
+        self.sampler.sampler_extra_args["cond"] = c
+        self.sampler.sampler_extra_args["uncond"] = uc
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         if state.interrupted or state.skipped:
             raise sd_samplers_common.InterruptedException
+
+        if sd_samplers_common.apply_refiner(self, sigma):
+            cond = self.sampler.sampler_extra_args["cond"]
+            uncond = self.sampler.sampler_extra_args["uncond"]
 
         model = shared.sd_model
         is_edit_model = model.cond_stage_key == "edit" and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0

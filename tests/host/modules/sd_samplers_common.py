@@ -62,7 +62,40 @@ def store_latent(decoded):
 
 
 def apply_refiner(cfg_denoiser, sigma=None):
-    return False
+    """v1.10.1 apply_refiner (called by the CFG denoiser before every model call): once the completed fraction of
+    the schedule reaches `p.refiner_switch_at`, reload the weights of `p.refiner_checkpoint_info` in the middle of
+    sampling (same config: into the same model object), recompute the conds and drop the denoiser's model wrap."""
+    from . import sd_models
+    if opts.refiner_switch_by_sample_steps or sigma is None:
+        completed_ratio = cfg_denoiser.step / cfg_denoiser.total_steps
+        cfg_denoiser.p.extra_generation_params["Refiner switch by sampling steps"] = True
+    else:
+        try:
+            timestep = torch.argmin(torch.abs(cfg_denoiser.inner_model.sigmas.to(sigma.device) - torch.max(sigma)))
+        except AttributeError:  # timestep samplers pass the timestep as "sigma"
+            timestep = torch.max(sigma).to(dtype=int)
+        completed_ratio = (999 - timestep) / 1000
+    refiner_switch_at = cfg_denoiser.p.refiner_switch_at
+    refiner_checkpoint_info = getattr(cfg_denoiser.p, "refiner_checkpoint_info", None)
+    if refiner_switch_at is not None and completed_ratio < refiner_switch_at:
+        return False
+    if refiner_checkpoint_info is None or getattr(shared.sd_model, "sd_checkpoint_info", None) == refiner_checkpoint_info:
+        return False
+    if getattr(cfg_denoiser.p, "enable_hr", False):
+        is_second_pass = cfg_denoiser.p.is_hr_pass
+        if opts.hires_fix_refiner_pass == "first pass" and is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass == "second pass" and not is_second_pass:
+            return False
+        if opts.hires_fix_refiner_pass != "second pass":
+            cfg_denoiser.p.extra_generation_params["Hires refiner"] = opts.hires_fix_refiner_pass
+    cfg_denoiser.p.extra_generation_params["Refiner"] = refiner_checkpoint_info.short_title
+    cfg_denoiser.p.extra_generation_params["Refiner switch at"] = refiner_switch_at
+    with sd_models.SkipWritingToConfig():
+        sd_models.reload_model_weights(info=refiner_checkpoint_info)
+    cfg_denoiser.p.setup_conds()
+    cfg_denoiser.update_inner_model()
+    return True
 
 
 class TorchHijack:

@@ -41,6 +41,11 @@ OPTION_DEFAULTS = {
     "token_merging_ratio": 0.0,
     "token_merging_ratio_img2img": 0.0,
     "token_merging_ratio_hr": 0.0,
+    "refiner_switch_by_sample_steps": False,  # v1.10.1 shared_options: refiner and FP8 settings
+    "hires_fix_refiner_pass": "second pass",
+    "fp8_storage": "Disable",
+    "sd_model_checkpoint": None,  # the main checkpoint's title (sd_models.select_checkpoint)
+    "cache_fp16_weight": False,
 }
 
 
