@@ -140,3 +140,44 @@ def test_sampler_axis_runs_cfgpp_and_base_cells(suite, _host):
 def test_cfgpp_infotext_does_not_leak_into_base_sampler_cells(suite, _host):
     load_model("sd15")
     _assert_cells_equal_alone(_host, lambda: _p(suite), [("Sampler", ["Euler CFG++", "Euler"]), ("Seed", ["1"])])
+
+
+@pytest.mark.parametrize("feature", ["hidiffusion", "iclight"])
+def test_a_failing_cell_leaves_nothing_for_the_next_cells(suite, _host, feature):
+    """A cell that raises mid-sampling is blank and, as its copy is never closed and postprocess is skipped, its
+    patches/merge stay until a later generation heals them: the next cell and a plain generation after the plot
+    must still equal their runs alone."""
+    xyz = _host
+    if feature == "hidiffusion":
+        load_fast_sd15()
+        make_p = lambda: _p(suite, hid=dict(enabled=True))  # noqa: E731
+    else:
+        load_model("sd15")
+        make_p = lambda: _p(suite, ic=dict(enabled=True, model="fc.safetensors", foreground=_foreground()))  # noqa: E731
+    unet = shared.sd_model.model.diffusion_model
+    plain = _p(suite)
+    with contextlib.closing(plain):
+        baseline = processing.process_images(plain).latents
+    calls = []
+
+    def fail_in_first_cell(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("cell failure")
+    handle = unet.register_forward_pre_hook(fail_in_first_cell)
+    try:
+        cells = xyz_grid_double.run_grid(xyz, make_p(), x=("Seed", ["1", "2"]))
+    finally:
+        handle.remove()
+    assert cells[0].processed is None and "cell failure" in str(cells[0].error)
+    assert torch.equal(cells[1].processed.latents, _alone(xyz, make_p, cells[1], [("Seed", ["1", "2"])]).latents)
+
+    handle = unet.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("last cell failure")))
+    try:
+        failed = xyz_grid_double.run_grid(xyz, make_p(), x=("Seed", ["1"]))
+    finally:
+        handle.remove()
+    assert failed[0].error is not None
+    plain = _p(suite)
+    with contextlib.closing(plain):
+        assert torch.equal(processing.process_images(plain).latents, baseline), "healed by the next generation"
