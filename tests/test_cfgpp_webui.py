@@ -356,7 +356,7 @@ def test_euler_cfgpp_on_ddim_timesteps_equals_the_hosts_ddim_cfgpp(family):
     makes N−1 model calls, t_{N−1} .. t_1, and lands on ᾱ(t_0); Euler CFG++ over σ(t_{N−1}) .. σ(t_0) is the same
     recursion, since x_{i+1} = D_λ + σ_{i+1}(x_i − D_∅)/σ_i is DDIM's √ᾱ' x̂0 + √(1−ᾱ') ε_∅ divided by √ᾱ'."""
     import k_diffusion.sampling
-    from modules import rng, sd_samplers_timesteps
+    from modules import rng, sd_samplers_timesteps_impl
 
     model = load_model(family)
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a cat", negative_prompt="blurry", cfg_scale=7.5)
@@ -376,7 +376,7 @@ def test_euler_cfgpp_on_ddim_timesteps_equals_the_hosts_ddim_cfgpp(family):
     timesteps = ddim.get_timesteps(p, steps)
     x_vp = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        reference = sd_samplers_timesteps.ddim_cfgpp(ddim.model_wrap_cfg, x_vp, timesteps, extra_args=extra_args)
+        reference = sd_samplers_timesteps_impl.ddim_cfgpp(ddim.model_wrap_cfg, x_vp, timesteps, extra_args=extra_args)
         sigmas = euler.model_wrap.sigmas[timesteps.flip(0)]
         ours = euler.func(euler.model_wrap_cfg, x_vp * (sigmas[0] ** 2 + 1).sqrt(), sigmas, extra_args=extra_args, disable=True)
     ours_vp = ours / (sigmas[-1] ** 2 + 1).sqrt()

@@ -14,9 +14,6 @@ from .script_callbacks import ExtraNoiseParams, extra_noise_callback
 from .sd_samplers_cfg_denoiser import CFGDenoiser
 from .shared import opts
 
-# re-exported: tests and older code import the implementations from here
-ddim, ddim_cfgpp = sd_samplers_timesteps_impl.ddim, sd_samplers_timesteps_impl.ddim_cfgpp
-
 samplers_timesteps = [
     ('DDIM', sd_samplers_timesteps_impl.ddim, ['ddim'], {}),
     ('DDIM CFG++', sd_samplers_timesteps_impl.ddim_cfgpp, ['ddim_cfgpp'], {}),
