@@ -16,15 +16,17 @@ from .detail import restore_detail, restore_detail_tensor
 from .detect import ModelKind, detect_model_kind
 from .errors import ICLightError
 from .images import fill_grey, images_to_tensor, resize_and_center_crop
-from .lighting import FBC_SOURCES, FC_LIGHTS, fbc_background, fc_light_image, parse_fbc_source, parse_fc_light
+from .lighting import (FBC_DEFAULT, FBC_SOURCES, FC_LIGHTS, fbc_background, fc_light_image, parse_fbc_source,
+                       parse_fc_light)
 from .merge import MergeHandle, Merger, active_handles, merge_offsets, restore_all
 from .model_file import (DOWNLOAD_FROM, OFFICIAL_FILES, FileIdentity, OffsetFile, list_model_files,
                          open_offset_file, resolve_model_path)
 
 __all__ = [
-    "ConcatProvider", "ConcatSpec", "DOWNLOAD_FROM", "FBC_SOURCES", "FC_LIGHTS", "FileIdentity", "ICLightError", "MergeHandle",
-    "Merger", "ModelKind", "OFFICIAL_FILES", "OffsetFile", "active_handles", "detect_model_kind",
-    "encode_images", "is_float8", "uses_float8", "fbc_background", "fc_initial_latent", "fc_light_image", "fill_grey", "images_to_tensor",
+    "ConcatProvider", "ConcatSpec", "DOWNLOAD_FROM", "FBC_DEFAULT", "FBC_SOURCES", "FC_LIGHTS", "FileIdentity",
+    "ICLightError", "MergeHandle", "Merger", "ModelKind", "OFFICIAL_FILES", "OffsetFile", "active_handles",
+    "detect_model_kind", "encode_images", "fbc_background", "fc_initial_latent", "fc_light_image", "fill_grey",
+    "images_to_tensor", "is_float8", "uses_float8",
     "list_model_files", "make_concat_spec", "match_batch", "merge_offsets", "open_offset_file",
     "parse_fbc_source", "parse_fc_light", "prepare_foreground", "rembg_alpha", "remover_available",
     "resize_and_center_crop", "resolve_model_path", "restore_all", "restore_detail", "restore_detail_tensor",

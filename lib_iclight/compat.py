@@ -48,8 +48,8 @@ def check_compatible(unet: nn.Module, offset: OffsetFile) -> Dict[str, nn.Parame
     tensors = unet.state_dict(keep_vars=True)
     fp8 = sorted({str(v.dtype).replace("torch.", "") for v in tensors.values() if is_float8(v.dtype)})
     if fp8:
-        raise ICLightError(f"The loaded UNet stores its weights as {', '.join(fp8)} (FP8): IC-Light's offsets cannot be "
-                           "added to FP8 weights (they are finer than FP8's precision). Load the model in fp16/fp32.")
+        raise ICLightError(f"The loaded UNet stores its weights as {', '.join(fp8)} (FP8): IC-Light's offsets cannot "
+                           "be added to FP8 weights (they are finer than FP8's precision). Load it in fp16/fp32.")
     kind = detect_model_kind({k: v.shape for k, v in tensors.items()})
     family = FAMILY_NAMES.get(kind.base_family, "an unrecognised model")
     if kind.context_dim != 768:

@@ -6,6 +6,8 @@ initial image (the demo encodes it and denoises from it with strength 0.9):
     top   = linspace(255, 0, H) per column   bottom = linspace(0, 255, H)
 fbc (``gradio_demo_bg.py``, "Background Source"): the background condition image:
     upload / upload_flip (the uploaded background, mirrored left-right)
+    upload_or_ambient (not in the demo; the default): the uploaded background when there is one, else Ambient,
+    so the defaults run without an upload
     left / right / top / bottom = the same ramps between 224 and 32, ambient = constant 64.
 Ramps are float ``linspace`` values truncated by ``astype(uint8)``, replicated to 3 channels.
 ``flip_foreground`` (not in the demo) uses the prepared foreground, mirrored, as the background.
@@ -21,10 +23,12 @@ from .images import to_uint8_rgb
 
 FC_LIGHTS = {"none": "None", "left": "Left Light", "right": "Right Light", "top": "Top Light",
              "bottom": "Bottom Light"}
-FBC_SOURCES = {"upload": "Use Background Image", "upload_flip": "Use Flipped Background Image",
-               "left": "Left Light", "right": "Right Light", "top": "Top Light", "bottom": "Bottom Light",
+FBC_SOURCES = {"upload_or_ambient": "Use Background Image, else Ambient", "upload": "Use Background Image",
+               "upload_flip": "Use Flipped Background Image", "left": "Left Light", "right": "Right Light",
+               "top": "Top Light", "bottom": "Bottom Light",
                "ambient": "Ambient", "flip_foreground": "Use Flipped Foreground"}
 FBC_AMBIENT = 64
+FBC_DEFAULT = "upload_or_ambient"
 
 
 def _parse(value: Optional[str], table: dict, what: str) -> str:
@@ -41,7 +45,7 @@ def parse_fc_light(value: Optional[str]) -> str:
 
 
 def parse_fbc_source(value: Optional[str]) -> str:
-    return _parse(value or "upload", FBC_SOURCES, "background source")
+    return _parse(value or FBC_DEFAULT, FBC_SOURCES, "background source")
 
 
 def ramp(direction: str, width: int, height: int, bright: float, dark: float) -> np.ndarray:
@@ -67,6 +71,8 @@ def fbc_background(source: Optional[str], width: int, height: int, uploaded: Opt
                    foreground: Optional[np.ndarray] = None) -> np.ndarray:
     """The fbc background image (uint8 [H, W, 3] for generated sources; the upload keeps its own size)."""
     key = parse_fbc_source(source)
+    if key == "upload_or_ambient":
+        key = "upload" if uploaded is not None else "ambient"
     if key in ("upload", "upload_flip"):
         if uploaded is None:
             raise ICLightError(f"IC-Light fbc with background source '{FBC_SOURCES[key]}' needs a background image: "

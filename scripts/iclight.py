@@ -74,7 +74,7 @@ class ICLightArgs:
     mask: object = param(None, "Foreground mask (optional; white = keep)", kind="image")
     remover: str = param("rembg", "Background removal", choices=tuple(REMOVERS), infotext="remover", ui="radio",
                          info="used when the foreground has no transparency and no mask: rembg, or none (whole image)")
-    bg_source: str = param(iclight.FBC_SOURCES["upload"], "Background source (fbc)",
+    bg_source: str = param(iclight.FBC_SOURCES[iclight.FBC_DEFAULT], "Background source (fbc)",
                            choices=tuple(iclight.FBC_SOURCES.values()), infotext="background", xyz=True)
     background: object = param(None, "Background image (fbc)", kind="image")
     lighting: str = param(iclight.FC_LIGHTS["none"], "Lighting preference (fc, img2img)",
@@ -123,7 +123,8 @@ FP8_ERROR = (f"{TITLE} cannot merge into weights stored as FP8: set Settings > O
 def fp8_storage(p) -> bool:
     """Whether this generation's weights will be FP8: the FP8 weight setting as the WebUI will apply it (the API's
     override_settings are applied, and the weights reloaded, only after before_process), or weights already FP8."""
-    setting = (getattr(p, "override_settings", None) or {}).get("fp8_storage", getattr(shared.opts, "fp8_storage", None))
+    current = getattr(shared.opts, "fp8_storage", None)
+    setting = (getattr(p, "override_settings", None) or {}).get("fp8_storage", current)
     return setting == "Enable" or (setting == "Enable for SDXL" and getattr(p.sd_model, "is_sdxl", False))
 
 

@@ -28,7 +28,7 @@ def decode_image(value, where: str):
             image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
             image.load()
         except Image.DecompressionBombError as exc:
-            raise ValueError(f"{where}: the image is too large to decode safely ({exc}); send a smaller image") from None
+            raise ValueError(f"{where}: the image is too large to decode safely ({exc}); send a smaller one") from None
         except (binascii.Error, ValueError, OSError) as exc:
             raise ValueError(f"{where} is not a base64-encoded image ({type(exc).__name__}: {exc})") from None
         return to_8bit(image, where)

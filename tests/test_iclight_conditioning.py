@@ -127,6 +127,10 @@ def test_fbc_backgrounds():
     np.testing.assert_array_equal(fbc_background("flip_foreground", 4, 4, foreground=upload), upload[:, ::-1])
     with pytest.raises(ICLightError, match="needs a background image: upload one"):
         fbc_background("upload", 4, 4)
+    # the default source: the upload when given, else the demo's Ambient (so the defaults run without an upload)
+    np.testing.assert_array_equal(fbc_background(None, 4, 4, uploaded=upload), upload)
+    np.testing.assert_array_equal(fbc_background("Use Background Image, else Ambient", 3, 2),
+                                  fbc_background("ambient", 3, 2))
     with pytest.raises(ICLightError, match="needs a background image"):
         make_concat_spec("fbc", [upload], 8, 8, "Use Flipped Background Image", None)
     with pytest.raises(ICLightError, match="Unknown IC-Light background source"):

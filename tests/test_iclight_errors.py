@@ -174,6 +174,6 @@ def test_fp8_weights_are_refused_untouched(fc_file):
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             module.to(torch.float8_e4m3fn)
     before, tree = state_hash(unet), module_tree(unet)
-    with pytest.raises(ICLightError, match="float8_e4m3fn \\(FP8\\).*fp16/fp32"):
+    with pytest.raises(ICLightError, match="float8_e4m3fn \\(FP8\\).*Load it in fp16/fp32"):
         merge_offsets(unet, open_offset_file(fc_file))
     assert state_hash(unet) == before and module_tree(unet) == tree

@@ -3,8 +3,10 @@ server open or probe other files); a missing/empty folder and a file deleted aft
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from modules import shared
 
@@ -58,6 +60,8 @@ def test_no_files_enabled_says_where_files_go(script, tmp_path, case):
     message = _refused(script, "fc.safetensors")
     assert message.startswith(FIELD) and "no IC-Light model files" in message and str(empty) in message
     assert "iclight_sd15_fc.safetensors" in message and "huggingface.co/lllyasviel/ic-light" in message
+    default = _refused(script, "")  # nothing to default to
+    assert "No IC-Light model file chosen" in default and str(empty) in default and "huggingface.co" in default
 
 
 def test_file_deleted_after_start_up(script, folder):
@@ -71,3 +75,31 @@ def test_file_deleted_after_start_up(script, folder):
     assert "fc.safetensors" in message
     latents = generate(script, {"enabled": False}, steps=2).latents
     assert torch.isfinite(latents).all()
+
+
+def test_only_an_fbc_file_runs_with_every_default(script, tmp_path):
+    """With only an fbc file, the defaults (model: that file; background source: the default one) must run without
+    a background upload: the default source uses an uploaded background if there is one, else the demo's Ambient
+    (grey 64). Choosing 'Use Background Image' explicitly still asks for the upload."""
+    from support.iclight_fixtures import write_offset_file
+    from support.iclight_webui import b64, demo_foreground, encode, rgba_image
+    only = tmp_path / "only-fbc"
+    only.mkdir()
+    write_offset_file(str(only), "iclight_sd15_fbc.safetensors", in_channels=12, seed=6)
+    shared.cmd_opts.iclight_dir = str(only)
+    model = shared.sd_model
+    with UNetSpy() as spy:
+        result = generate(script, {"enabled": True, "foreground": b64(rgba_image(1))}, steps=2)
+    fg = encode(model, [demo_foreground(rgba_image(1))])[0]
+    ambient = encode(model, [np.full((64, 64, 3), 64, np.uint8)])[0]
+    assert spy.calls and all(torch.allclose(row, torch.cat([fg, ambient]), atol=1e-6)
+                             for c in spy.calls for row in c.x[:, 4:])
+    assert "IC-Light model: iclight_sd15_fbc.safetensors" in result.infotexts[0]
+
+    background = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    with UNetSpy() as spy:
+        generate(script, {"enabled": True, "foreground": b64(rgba_image(1)), "background": b64(background)}, steps=2)
+    uploaded = encode(model, [np.array(background)])[0]
+    assert all(torch.allclose(row[4:], uploaded, atol=1e-6) for c in spy.calls for row in c.x[:, 4:])
+    with pytest.raises(ValueError, match="needs a background image: upload one"):
+        generate(script, {"enabled": True, "foreground": b64(rgba_image(1)), "bg_source": "Use Background Image"})

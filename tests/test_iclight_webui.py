@@ -4,18 +4,13 @@ with synthetic offset files (diffusers key names, as the official files), checke
 Covers the issue's must-show items at the WebUI level: parity with the demo's merge (diffusers UNet merged the
 demo's way, fed what our UNet was fed), exact restore (also after a crash mid-sampling), no re-merge, concat rows
 per image (batch 2, AND, batch_cond_uncond off), hires size, bad inputs stopped before sampling, API forms,
-infotext/paste, UI, X/Y/Z and the built-in LoRA interplay."""
-import base64
-import io
+infotext/paste, UI, X/Y/Z (LoRA: test_iclight_lora.py)."""
 import os
-import sys
-import types
 
 import gradio as gr
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from modules import infotext_utils, processing, script_callbacks, shared
 
@@ -23,129 +18,20 @@ import xyz_grid_double
 from lib_iclight.images import resize_and_center_crop
 from lib_iclight import remover_available
 from lib_iclight.detail import restore_detail
-from support.generation import img2img, load_model, reset_host, txt2img
-from support.iclight_fixtures import demo_merge, diffusers_twin, module_tree, state_hash, write_offset_file
+from support.generation import load_model, txt2img
+from support.iclight_fixtures import demo_merge, diffusers_twin, module_tree, state_hash
+from support.iclight_webui import (SCRIPT_FILE, UNetSpy, b64, defaults, demo_foreground, encode, fc_on,  # noqa: F401
+                                   folder, generate, host, rgba_image, script)
 from support.scripts_loader import load_script, unload_callbacks
 
-SCRIPT_FILE = "iclight.py"
 
-
-# --- fixtures ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ic-light")
-    fc_path, fc_offsets = write_offset_file(str(path), "fc.safetensors", in_channels=8, seed=5)
-    fbc_path, fbc_offsets = write_offset_file(str(path), "fbc.safetensors", in_channels=12, seed=6)
-    (path / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
-    return types.SimpleNamespace(path=str(path), fc=fc_path, fbc=fbc_path, offsets={"fc": fc_offsets, "fbc": fbc_offsets})
-
-
-@pytest.fixture(scope="module")
-def script(folder):
-    shared.cmd_opts.iclight_dir = folder.path
-    module = load_script(SCRIPT_FILE)
-    yield module
-    module.MERGER.restore()
-    unload_callbacks(SCRIPT_FILE)
-    del shared.cmd_opts.iclight_dir
-
-
-@pytest.fixture(autouse=True)
-def _host(script, folder):
-    reset_host()
-    shared.cmd_opts.iclight_dir = folder.path
-    load_model("sd15")  # fires on_model_loaded -> the previous test's merge is restored
-    yield
-    assert not script_callbacks.reported_errors, script_callbacks.reported_errors
-    reset_host()
-
-
+# --- fixtures (folder, script, the autouse host fixture) and helpers: support/iclight_webui.py ----------------
 @pytest.fixture(scope="module")
 def never(script):
     """txt2img (seed 3, 3 steps) on a fresh tiny SD 1.5 model that never saw IC-Light (every test gets an
     identical fresh model from load_model)."""
     load_model("sd15")
     return txt2img(seed=3, steps=3).latents
-
-
-# --- helpers -------------------------------------------------------------------------------------------------
-def rgba_image(seed: int, size=(64, 64)) -> Image.Image:
-    """Random colours with a soft disc of alpha (so no background remover is needed)."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot(xx - w / 2 + seed, yy - h / 2) / (min(w, h) / 2)
-    alpha = np.clip((1.0 - r) * 400, 0, 255).astype(np.uint8)
-    return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
-
-
-def b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def demo_foreground(image: Image.Image) -> np.ndarray:
-    """The demo's run_rmbg with a known alpha: 127 + (rgb - 127) * alpha, uint8."""
-    array = np.asarray(image).astype(np.float32)
-    return np.clip(127 + (array[..., :3] - 127) * (array[..., 3:] / 255.0), 0, 255).astype(np.uint8)
-
-
-def encode(model, images) -> torch.Tensor:
-    """The demo's encoding: x / 127 - 1, VAE posterior mode, * scale factor."""
-    x = torch.stack([torch.from_numpy(np.ascontiguousarray(i)).float() / 127.0 - 1.0 for i in images]).movedim(-1, 1)
-    return model.encode_first_stage(x).mode() * model.scale_factor
-
-
-def defaults(script):
-    return script.SPEC.positional(script.SPEC.defaults())
-
-
-def api_args(script, values: dict) -> list:
-    """What the API puts in the script's slots for `{"args": [values]}`: the dict first, UI defaults after."""
-    return [values] + defaults(script)[1:]
-
-
-def generate(script, values=None, positional=None, mode="txt2img", **fields):
-    fields.setdefault("steps", 3)
-    args = positional if positional is not None else api_args(script, values or {})
-    run = txt2img if mode == "txt2img" else img2img
-    return run(script_list=[script.ICLightScript()], script_args=args, arg_counts=[len(args)], **fields)
-
-
-def fc_on(**changes):
-    return {"enabled": True, "model": "fc.safetensors", "foreground": b64(rgba_image(1)), **changes}
-
-
-class UNetSpy:
-    """Records the UNet's inputs (x with the concat channels, timesteps, context) and outputs."""
-
-    def __init__(self, model=None, raise_at=None):
-        self.unet = (model or shared.sd_model).model.diffusion_model
-        self.calls, self.raise_at = [], raise_at
-        self.handles = [self.unet.register_forward_hook(self._hook, with_kwargs=True),
-                        self.unet.register_forward_pre_hook(self._pre, with_kwargs=True)]
-
-    def _pre(self, module, args, kwargs):
-        if self.raise_at is not None and len(self.calls) == self.raise_at:
-            self.raise_at = None
-            raise RuntimeError("UNet failed mid-sampling (test)")
-
-    def _hook(self, module, args, kwargs, output):
-        context = kwargs.get("context")
-        self.calls.append(types.SimpleNamespace(x=args[0].detach().clone(), t=args[1].detach().clone(),
-                                                context=context.detach().clone(), out=output.detach().clone()))
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 # --- 1. parity with the demo's merge, through a whole generation ------------------------------------------------
@@ -277,9 +163,9 @@ def test_hires_pass_sees_the_concat_at_the_hires_size(script):
 BAD = {
     "missing file": (dict(model="nope.safetensors"), "not found in the folder"),
     "corrupt file": (dict(model="corrupt.safetensors"), "download it again"),
-    "fbc without background": (dict(model="fbc.safetensors"), "needs a background image: upload one"),
+    "fbc without background": (dict(model="fbc.safetensors", bg_source="Use Background Image"),
+                               "needs a background image: upload one"),
     "no foreground": (dict(foreground=None), "needs a foreground image: add one"),
-    "no model chosen": (dict(model=""), "No IC-Light model file chosen"),
     "mode vs file": (dict(mode="fc", model="fbc.safetensors"), "set the mode to auto"),
     "lighting in txt2img": (dict(lighting="Left Light"), "needs img2img"),
     "lighting with fbc": (dict(model="fbc.safetensors", bg_source="Ambient", lighting="Left Light", mode="auto"),
@@ -397,12 +283,12 @@ def test_ui_builds_with_real_gradio(script, folder):
     assert len(controls) == len(script.SPEC.fields)
     by_name = dict(zip([f.name for f in script.SPEC.fields], controls))
     assert by_name["model"].choices == ["corrupt.safetensors", "fbc.safetensors", "fc.safetensors"]
-    assert by_name["model"].value == "corrupt.safetensors", "dynamic choices start on the first file"
+    assert by_name["model"].value == "fc.safetensors", "the default is an fc file (lib_iclight.default_model)"
     assert isinstance(by_name["foreground"], gr.Image) and isinstance(by_name["background"], gr.Image)
     assert isinstance(by_name["detail_radius"], gr.Slider)
     ui_values = [c.value for c in controls]
     parsed = script.SPEC.parse(ui_values)
-    assert parsed.enabled is False and parsed.model == "corrupt.safetensors"
+    assert parsed.enabled is False
 
 
 def test_infotext_written_and_restored_on_paste(script):
@@ -493,61 +379,6 @@ def test_script_unloaded_restores_every_merge(script):
     generate(script, fc_on())
     script_callbacks.script_unloaded_callback()
     assert state_hash(model) == unet_hash and not script.MERGER.is_merged()
-
-
-class FakeNetworks(types.ModuleType):
-    """The two functions of extensions-builtin/Lora/networks.py the adapter calls, with the same effect."""
-
-    def __init__(self):
-        super().__init__("networks")
-
-    @staticmethod
-    def network_restore_weights_from_backup(module):
-        with torch.no_grad():
-            if getattr(module, "network_weights_backup", None) is not None:
-                module.weight.copy_(module.network_weights_backup)
-            if getattr(module, "network_bias_backup", None) is not None:
-                module.bias.copy_(module.network_bias_backup)
-
-    @staticmethod
-    def network_reset_cached_weight(module):
-        module.network_current_names = ()
-        module.network_weights_backup = None
-        module.network_bias_backup = None
-
-
-def apply_fake_lora(module, seed):
-    """What LoRA's lazy apply does: back up the current weight, then add its delta in place."""
-    module.network_weights_backup = module.weight.detach().clone()
-    module.network_current_names = (("lora", seed),)
-    with torch.no_grad():
-        module.weight.add_(torch.randn(module.weight.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
-
-
-def test_builtin_lora_interplay(script, folder, monkeypatch):
-    monkeypatch.setitem(sys.modules, "networks", FakeNetworks())
-    unet = shared.sd_model.model.diffusion_model
-    name, module = next((n, m) for n, m in unet.named_modules() if n.endswith("attn2.to_k"))
-    base = module.weight.detach().clone()
-    offset = script.MERGER.open(folder.fc)
-    with offset.reader() as get:
-        delta = get(name + ".weight")
-
-    apply_fake_lora(module, 1)  # LoRA active before IC-Light is turned on
-    merges = script.MERGER.merge_count
-    generate(script, fc_on())
-    assert torch.allclose(module.weight, base + delta, atol=1e-6), "merged into the weights without LoRA"
-    assert module.network_weights_backup is None and module.network_current_names == ()
-
-    apply_fake_lora(module, 2)  # LoRA re-applies on top of the merged weights
-    generate(script, fc_on())
-    assert script.MERGER.merge_count == merges + 1, "LoRA's delta is not mistaken for a broken merge"
-    assert torch.allclose(module.weight, base + delta, atol=1e-6)
-
-    apply_fake_lora(module, 3)
-    generate(script, {"enabled": False})
-    assert torch.equal(module.weight, base), "restore gives the original weights, not LoRA's"
-    assert module.network_weights_backup is None, "LoRA's backup of merged weights is dropped"
 
 
 @pytest.mark.parametrize("skip", ["NGMS", "Skip Early CFG"])
