@@ -227,7 +227,7 @@ def test_shift_deterministic_per_seed_and_step():
         outs.setdefault(seed, []).append(_call(unet, "sd15", x))
     H.remove(unet)
     assert torch.equal(outs[1][0], outs[1][1])
-    assert not (torch.equal(outs[1][0], outs[2][0]) and torch.equal(outs[1][0], outs[3][0]))
+    assert not torch.equal(outs[1][0], outs[2][0]) and not torch.equal(outs[1][0], outs[3][0])
 
 
 @pytest.mark.parametrize("mode", ["seeded", "official"])
