@@ -425,6 +425,7 @@ def _calls_with_truth(monkeypatch, sampler, sigmas, **kwargs):
             index[0] = i
             yield i
     monkeypatch.setattr(k.sampling, "trange", trange)
+    monkeypatch.setattr(k.sampling, "torch", torch)  # not a WebUI pass's seeded-noise stand-in left by other tests
 
     def model(x, sigma, **_):
         record.append(float(sigma[0]))
