@@ -4,7 +4,10 @@ What :func:`merge_offsets` changes, and what :meth:`MergeHandle.restore` puts ba
 
 - ``unet.input_blocks[0][0]`` is replaced by a new ``nn.Conv2d`` with 8 (fc) or 12 (fbc) input
   channels: base channels copied, new channels zero, then the file's offset added (the official
-  demo's widening). The original conv module is moved to the CPU and put back (same object).
+  demo's widening). The original conv module is moved to the CPU and put back (same object). The new conv
+  takes the original's ``padding_mode`` whenever :meth:`Merger.ensure` runs: hosts that switch padding
+  modes on a module list made before the merge (the WebUI's Tiling: ``sd_hijack.apply_circular``) still
+  reach the original, not the new conv.
 - every other UNet tensor gets ``tensor += offset`` in place, one tensor at a time; a CPU copy of
   the original is kept (nothing extra stays on the GPU) and copied back bit-exactly on restore.
 - ``unet.in_channels`` and, when the model has a DiffusionWrapper, ``conditioning_key`` are set to
@@ -149,6 +152,11 @@ class MergeHandle:
         tensors = self.unet.state_dict(keep_vars=True)
         return _probe([self._new_conv.weight] + [tensors[k] for k in self._probe_keys])
 
+    def follow_padding(self) -> None:
+        """Give the widened conv the original conv's current ``padding_mode`` ('zeros' / 'circular')."""
+        if self.active and self._new_conv is not None and self._orig_conv is not None:
+            self._new_conv.padding_mode = self._orig_conv.padding_mode
+
     # --- checks ------------------------------------------------------------------------------
     def is_intact(self) -> bool:
         """True while the merge is live and unchanged: same conv module, attributes, weight probes."""
@@ -259,11 +267,13 @@ class Merger:
         unet, _ = find_unet(model)
         h = self.handle
         if h is not None and h.active and h.unet is unet and h.identity == offset.identity and h.is_intact():
+            h.follow_padding()
             return h
         self.restore()
         if self.before_merge is not None:
             self.before_merge(unet)
         self.handle = merge_offsets(model, offset, self.after_restore)
+        self.handle.follow_padding()
         self.merge_count += 1
         return self.handle
 

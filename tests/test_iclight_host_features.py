@@ -93,3 +93,35 @@ def test_fp8_weight_storage_is_refused_naming_the_setting(script, checkpoints):
     with UNetSpy() as spy, pytest.raises(ValueError, match="FP8 weight"):  # the API's override comes too late
         generate(script, fc_on(), override_settings={"fp8_storage": "Enable"})  # for the weights: refused first
     assert spy.calls == []
+
+
+# --- Tiling ------------------------------------------------------------------------------------------------------
+class Hijack:
+    """v1.10.1 sd_hijack.StableDiffusionModelHijack.apply_circular: `self.layers` is the module list flattened when
+    the model was hijacked (at load), so a module put into the model later (IC-Light's widened conv_in) is not in it;
+    the switch runs only when the setting changes."""
+
+    def __init__(self, model):
+        self.layers, self.circular_enabled = list(model.modules()), False
+
+    def apply_circular(self, enable):
+        if self.circular_enabled == enable:
+            return
+        self.circular_enabled = enable
+        for layer in [m for m in self.layers if type(m) == torch.nn.Conv2d]:  # noqa: E721 (exact type)
+            layer.padding_mode = "circular" if enable else "zeros"
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_tiling_reaches_the_widened_first_conv(script, first):
+    """Tiling toggled while the merge stays: the first conv (ours) pads like every other conv of the UNet."""
+    hijack = Hijack(shared.sd_model)
+    modes = []
+    unet = shared.sd_model.model.diffusion_model
+    unet.register_forward_pre_hook(lambda m, a: modes.append(m.input_blocks[0][0].padding_mode))
+    for tiling in (first, not first, first):
+        modes.clear()
+        generate(script, fc_on(), steps=2, p_hook=lambda p, t=tiling: hijack.apply_circular(t))
+        assert set(modes) == {"circular" if tiling else "zeros"}, tiling
+    assert script.MERGER.merge_count >= 1 and unet.input_blocks[1][0].in_layers[2].padding_mode == (
+        "circular" if first else "zeros")
