@@ -5,9 +5,13 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from modules import shared
+
 from hdsuite_imports import suite_import
+from support.iclight_webui import UNetSpy, encode, fc_on, folder, generate, host, script  # noqa: F401 (fixtures)
 
 images = suite_import("suite_glue.images")
 WHERE = "IC-Light: argument 'foreground' (Foreground)"
@@ -63,3 +67,19 @@ def test_eight_bit_images_pass_unchanged():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8), "RGBA")
     decoded = images.decode_image(encoded(image), WHERE)
     assert decoded.mode == "RGBA" and np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+def test_through_the_api_arguments(script, monkeypatch):
+    """The IC-Light script reads its image fields through this decoding: a bomb is refused before sampling with the
+    field's name, a 16-bit foreground conditions like its 8-bit twin."""
+    model = shared.sd_model
+    values16 = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    with UNetSpy() as spy:
+        generate(script, fc_on(foreground=encoded(Image.fromarray(values16)), remover="none"), steps=2)
+    grey = np.round(values16 / 257.0).astype(np.uint8)
+    want = encode(model, [np.stack([grey] * 3, -1)])[0]
+    assert spy.calls and all(torch.allclose(row, want, atol=1e-6) for c in spy.calls for row in c.x[:, 4:])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with UNetSpy() as spy, pytest.raises(ValueError) as info:
+        generate(script, fc_on(foreground=encoded(Image.new("RGB", (64, 64)))))
+    assert str(info.value).startswith(WHERE) and spy.calls == []

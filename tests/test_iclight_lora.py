@@ -9,8 +9,9 @@ from modules import shared
 from support.generation import load_model, txt2img
 from support.iclight_webui import fc_on, folder, generate, host, script  # noqa: F401 (pytest fixtures)
 
-LAYERS = {"input_blocks.1.1.proj_in": "diffusion_model_input_blocks_1_1_proj_in",  # Conv2d with bias
-          "input_blocks.1.1.transformer_blocks.0.attn2.to_k": "diffusion_model_input_blocks_1_1_transformer_blocks_0_attn2_to_k"}
+LAYERS = {key: "diffusion_model_" + key.replace(".", "_")  # LoRA's layer names (assign_network_names_to_compvis_modules)
+          for key in ("input_blocks.1.1.proj_in",  # a Conv2d with bias
+                      "input_blocks.1.1.transformer_blocks.0.attn2.to_k")}  # a Linear without
 
 
 @pytest.fixture(autouse=True)
