@@ -4,7 +4,8 @@ Adapter only: file handling, merging, conditioning, light ramps and detail resto
 Hooks, per generation:
 - before_process: off -> restore any merge (heals a merge left by an earlier run; off is bit-identical to
   never using IC-Light). On -> resolve and validate everything (file, its kind vs the chosen mode, foregrounds,
-  background) without touching the model; any problem stops the generation before sampling (fail_generation).
+  background; no hires checkpoint switch, refiner or FP8 weights) without touching the model; any problem stops
+  the generation before sampling (fail_generation).
 - process: merge (once per file/checkpoint; no re-merge while intact) and install the concat provider as this
   `p`'s txt2img / img2img image conditioning: every sampling pass (hires included) gets the concat at its size.
 - process_before_every_sampling: fc lighting preference (img2img only, first pass): the demo's light ramp
@@ -12,8 +13,8 @@ Hooks, per generation:
 - postprocess_image: optional detail restore from the prepared foreground.
 While a merge is alive the model's apply_model fits c_concat to the x that reaches the UNet (suite_glue.concat_rows:
 NGMS / skip early CFG drop the uncond rows of x only; hires "Resize width/height to" crops x after the concat was
-built); the wrapper goes with the merge's restore. The built-in LoRA extension's
-backups are kept consistent with the merge (suite_glue.lora).
+built); the wrapper goes with the merge's restore. The built-in LoRA extension's backups are kept consistent
+with the merge (suite_glue.lora).
 
 API (`alwayson_scripts: {"IC-Light": {"args": [...]}}`): positional values in field order, or one dict keyed
 by field name. Images are base64 strings (data URLs accepted); `foreground` (and `mask`) may also be a list:
@@ -122,10 +123,28 @@ FP8_ERROR = (f"{TITLE} cannot merge into weights stored as FP8: set Settings > O
 
 def fp8_storage(p) -> bool:
     """Whether this generation's weights will be FP8: the FP8 weight setting as the WebUI will apply it (the API's
-    override_settings are applied, and the weights reloaded, only after before_process), or weights already FP8."""
+    override_settings are applied, and the weights reloaded, only after before_process). Weights found FP8 at merge
+    time are refused in `process`."""
     current = getattr(shared.opts, "fp8_storage", None)
     setting = (getattr(p, "override_settings", None) or {}).get("fp8_storage", current)
     return setting == "Enable" or (setting == "Enable for SDXL" and getattr(p.sd_model, "is_sdxl", False))
+
+
+def refuse_weight_changes(p) -> None:
+    """The merge lives in the loaded weights: refuse what would reload them during the generation (a hires-fix
+    checkpoint, the refiner: v1.10.1 apply_refiner reloads mid-sampling) or store them as FP8."""
+    hr_checkpoint = getattr(p, "hr_checkpoint_name", None) if getattr(p, "enable_hr", False) else None
+    if hr_checkpoint and hr_checkpoint != "Use same checkpoint":
+        raise iclight.ICLightError(f"{TITLE}: hires fix would switch to the checkpoint '{hr_checkpoint}', which "
+                                   "reloads the model without IC-Light for the second pass. Set the hires checkpoint "
+                                   "to 'Use same checkpoint', or turn hires fix off.")
+    refiner, switch_at = getattr(p, "refiner_checkpoint", None), getattr(p, "refiner_switch_at", None)
+    if refiner not in (None, "", "None", "none") and (switch_at is None or switch_at < 1):  # 1: never switches
+        raise iclight.ICLightError(f"{TITLE}: the refiner ('{refiner}') reloads the model's weights in the middle of "
+                                   "sampling, which drops IC-Light's merge: the remaining steps would run without "
+                                   "IC-Light. Turn the refiner off (or leave its checkpoint empty) to use IC-Light.")
+    if fp8_storage(p):
+        raise iclight.ICLightError(FP8_ERROR)
 
 
 def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
@@ -138,18 +157,7 @@ def resolve(p, values: ICLightArgs, img2img: bool) -> Run:
         raise iclight.ICLightError(f"{TITLE}: the lighting preference '{values.lighting}' is an initial image, "
                                    "which needs img2img: use the img2img tab (any input image, denoising strength "
                                    "~0.9) or set the lighting preference to None.")
-    hr_checkpoint = getattr(p, "hr_checkpoint_name", None) if getattr(p, "enable_hr", False) else None
-    if hr_checkpoint and hr_checkpoint != "Use same checkpoint":
-        raise iclight.ICLightError(f"{TITLE}: hires fix would switch to the checkpoint '{hr_checkpoint}', which "
-                                   "reloads the model without IC-Light for the second pass. Set the hires checkpoint "
-                                   "to 'Use same checkpoint', or turn hires fix off.")
-    refiner, switch_at = getattr(p, "refiner_checkpoint", None), getattr(p, "refiner_switch_at", None)
-    if refiner not in (None, "", "None", "none") and (switch_at is None or switch_at < 1):
-        raise iclight.ICLightError(f"{TITLE}: the refiner ('{refiner}') reloads the model's weights in the middle of "
-                                   "sampling, which drops IC-Light's merge: the remaining steps would run without "
-                                   "IC-Light. Turn the refiner off (or leave its checkpoint empty) to use IC-Light.")
-    if fp8_storage(p):
-        raise iclight.ICLightError(FP8_ERROR)
+    refuse_weight_changes(p)
     if values.detail_restore and values.detail_radius % 2 == 0:
         raise glue_params.ParamError(f"{TITLE}: argument 'detail_radius' must be odd, got {values.detail_radius}")
     model_field = f"{TITLE}: argument 'model' ({SPEC.by_name['model'].label})"
