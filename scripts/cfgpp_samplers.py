@@ -15,6 +15,7 @@ from hdsuite_imports import suite_import
 
 cfgpp = suite_import("lib_cfgpp")
 glue_samplers = suite_import("suite_glue.samplers")
+glue_infotext = suite_import("suite_glue.infotext")
 
 SETTING = "cfgpp_guidance_convention"
 INFOTEXT_LAMBDA = "CFGpp lambda"  # infotext keys may only hold word characters, spaces, - and /
@@ -55,8 +56,8 @@ def _with_infotext(bound):
         p = getattr(model, "p", None)
         if p is not None and extra_args is not None and "cond_scale" in extra_args:
             convention = current_convention()
-            p.extra_generation_params[INFOTEXT_LAMBDA] = round(cfgpp.guidance_lambda(extra_args["cond_scale"], convention), 6)
-            p.extra_generation_params[INFOTEXT_CONVENTION] = convention
+            lam = round(cfgpp.guidance_lambda(extra_args["cond_scale"], convention), 6)
+            glue_infotext.add_infotext(p, {INFOTEXT_LAMBDA: lam, INFOTEXT_CONVENTION: convention})
         return bound(model, x, sigmas, extra_args, *args, **kwargs)
     return sample
 

@@ -42,6 +42,7 @@ glue_params = suite_import("suite_glue.params")
 glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_fields_route = suite_import("suite_glue.fields_route")
+glue_infotext = suite_import("suite_glue.infotext")
 glue_failure = suite_import("suite_glue.failure")
 glue_lifecycle = suite_import("suite_glue.lifecycle")
 glue_neighbours = suite_import("suite_glue.neighbours")
@@ -179,7 +180,7 @@ class Controller:
         hidiffusion.apply(unet, config, self.state)
         self.unet, self.p, self.values, self.base_config, self.pass_kind = unet, p, values, config, pass_kind
         self.state.arm(seed=int(p.seeds[0]) if getattr(p, "seeds", None) else int(getattr(p, "seed", 0)))
-        self.state.on_warning = getattr(p, "comment", None)  # warnings reach the user under the image too
+        self.state.on_warning = lambda text: glue_infotext.add_comment(p, text)  # the user sees warnings too
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         script_callbacks.on_cfg_denoiser(on_cfg_denoiser, name="HiDiffusion step")
         # postprocess is skipped after errors and interrupts; p.close() is not
@@ -223,13 +224,13 @@ class Controller:
             self.state.warn_once("model-switch", f"{TITLE}: the checkpoint switched during sampling (refiner) to a "
                                                  f"UNet HiDiffusion cannot patch ({error}); the remaining steps ran "
                                                  "without HiDiffusion")
-            self.p.extra_generation_params[key] = "not applied"
+            glue_infotext.add_infotext(self.p, {key: "not applied"})
             self.release()
             return
         self.unet, self.base_config = unet, config
         if self.locator is not None:
             self.state.config = times_for(self.values, config, self.locator.total_steps)
-        self.p.extra_generation_params[key] = "applied"
+        glue_infotext.add_infotext(self.p, {key: "applied"})
 
     def _locator(self, denoiser):
         sampler = getattr(denoiser, "sampler", None)
@@ -322,7 +323,7 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
             glue_failure.fail_generation(p, error)
             return
         setattr(p, RUN_ATTR, values)
-        p.extra_generation_params.update(infotext(values, config, unet))
+        glue_infotext.add_infotext(p, infotext(values, config, unet))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         CONTROLLER.release(p)
@@ -341,10 +342,10 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
                 if not hires:
                     raise
                 # a hires checkpoint of another layout (loaded after the first pass): keep the first pass's work
-                CONTROLLER.state.on_warning = p.comment
+                CONTROLLER.state.on_warning = lambda text: glue_infotext.add_comment(p, text)
                 CONTROLLER.state.warn_once("hires-model", f"{TITLE}: the hires pass runs without HiDiffusion: {error}")
                 CONTROLLER.state.on_warning = None
-                p.extra_generation_params[f"{TITLE} hires pass"] = "not applied"
+                glue_infotext.add_infotext(p, {f"{TITLE} hires pass": "not applied"})
                 return
             if config is None:
                 return

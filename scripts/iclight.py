@@ -39,6 +39,7 @@ glue_params = suite_import("suite_glue.params")
 glue_script_base = suite_import("suite_glue.script_base")
 glue_xyz = suite_import("suite_glue.xyz")
 glue_fields_route = suite_import("suite_glue.fields_route")
+glue_infotext = suite_import("suite_glue.infotext")
 glue_failure = suite_import("suite_glue.failure")
 glue_lora = suite_import("suite_glue.lora")
 glue_concat_rows = suite_import("suite_glue.concat_rows")
@@ -215,7 +216,7 @@ class ICLightScript(glue_script_base.spec_script(SPEC)):
         p.txt2img_image_conditioning = lambda x, width=None, height=None: provider.for_latent(x)
         p.img2img_image_conditioning = (lambda source_image, latent_image, image_mask=None, round_image_mask=True:
                                         provider.for_latent(latent_image))
-        p.extra_generation_params.update(SPEC.infotext(run.values))
+        glue_infotext.add_infotext(p, SPEC.infotext(run.values))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         run = getattr(p, RUN_ATTR, None)

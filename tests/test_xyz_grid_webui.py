@@ -109,8 +109,6 @@ def test_hidiffusion_axes_per_cell(suite, _host):
         assert "HiDiffusion" not in processing.process_images(plain).infotexts[0], "the plot's p was not changed"
 
 
-@pytest.mark.xfail(strict=True, reason="the WebUI shares extra_generation_params between the plot's copies of p: "
-                                       "HiDiffusion T1/T2 of a 'Steps' cell stay in the next 'Auto' cell's infotext")
 def test_hidiffusion_infotext_does_not_leak_between_cells(suite, _host):
     load_fast_sd15()
     _assert_cells_equal_alone(_host, lambda: _p(suite), [("HiDiffusion T1/T2 given as", ["Steps", "Auto"]),
@@ -135,8 +133,6 @@ def test_sampler_axis_runs_cfgpp_and_base_cells(suite, _host):
     assert "CFGpp lambda" in cells[1].processed.infotexts[0]
 
 
-@pytest.mark.xfail(strict=True, reason="the WebUI shares extra_generation_params between the plot's copies of p: "
-                                       "'CFGpp lambda' of a CFG++ cell stays in the next base-sampler cell's infotext")
 def test_cfgpp_infotext_does_not_leak_into_base_sampler_cells(suite, _host):
     load_model("sd15")
     _assert_cells_equal_alone(_host, lambda: _p(suite), [("Sampler", ["Euler CFG++", "Euler"]), ("Seed", ["1"])])
