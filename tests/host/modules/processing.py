@@ -128,6 +128,11 @@ class StableDiffusionProcessing:
         self.closed = True
 
 
+# v1.10.1 `StableDiffusionProcessing.sd_model` is a property: it returns `shared.sd_model` (so it follows the refiner
+# and hires checkpoint reloads) and its setter does nothing.
+StableDiffusionProcessing.sd_model = property(lambda self: shared.sd_model, lambda self, value: None)
+
+
 @dataclasses.dataclass(repr=False)
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     enable_hr: bool = False
