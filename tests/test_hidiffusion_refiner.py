@@ -86,3 +86,30 @@ def test_refiner_hidiffusion_cannot_patch_is_said_everywhere(module, caplog):
     assert "HiDiffusion refiner: not applied" in result.infotexts[0]
     assert any("remaining steps ran without HiDiffusion" in c for c in p.comments)
     assert not H.is_patched(base_unet) and not H.is_patched(shared.sd_model.model.diffusion_model)
+
+
+def test_hires_checkpoint_hidiffusion_cannot_patch_keeps_the_first_pass(module):
+    """v1.10.1 loads the hires checkpoint between the passes: the first pass ran with HiDiffusion; a hires UNet it
+    cannot patch runs without it (said in the comment and infotext), the generation is not lost."""
+    base_unet = _checkpoints("sdxl")
+    spec = module.SPEC
+    args = spec.positional(spec.replace(spec.defaults(), enabled=True, model="SD 1.5"))
+    seen, holder = [], {}
+
+    def on_denoised(params):
+        unet = shared.sd_model.model.diffusion_model
+        seen.append((unet is base_unet, H.is_patched(unet)))
+
+    script_callbacks.on_cfg_denoised(on_denoised)
+    try:
+        result = txt2img([module.HiDiffusionScript()], args, arg_counts=[len(args)], sampler_name="Euler", steps=3,
+                         enable_hr=True, hr_scale=1.5, hr_checkpoint_name="refiner", denoising_strength=0.5,
+                         p_hook=lambda p: holder.setdefault("p", p))
+    finally:
+        script_callbacks.remove_callbacks_for_function(on_denoised)
+    assert [patched for first, patched in seen if first] == [True] * 3, "the first pass ran with HiDiffusion"
+    second = [patched for first, patched in seen if not first]
+    assert second and not any(second)
+    assert result.extra_generation_params["HiDiffusion hires pass"] == "not applied"
+    assert any("hires pass runs without HiDiffusion" in c for c in holder["p"].comments)
+    assert not H.is_patched(base_unet)

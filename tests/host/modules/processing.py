@@ -179,8 +179,14 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.truncate_y = (self.hr_upscale_to_y - target_h) // opt_f
 
     def init(self, all_prompts, all_seeds, all_subseeds):
+        self.hr_checkpoint_info = None
         if self.enable_hr:
             self.extra_generation_params["Denoising strength"] = self.denoising_strength
+            if self.hr_checkpoint_name and self.hr_checkpoint_name != "Use same checkpoint":  # as v1.10.1 Txt2Img.init
+                self.hr_checkpoint_info = sd_models.get_closet_checkpoint_match(self.hr_checkpoint_name)
+                if self.hr_checkpoint_info is None:
+                    raise Exception(f"Could not find checkpoint with name {self.hr_checkpoint_name}")
+                self.extra_generation_params["Hires checkpoint"] = self.hr_checkpoint_info.short_title
             if self.hr_upscaler is not None:
                 self.latent_scale_mode = shared.latent_upscale_modes.get(self.hr_upscaler, None)
             else:
@@ -202,6 +208,9 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         decoded_samples = None
         if self.latent_scale_mode is None:
             decoded_samples = torch.stack([self.sd_model.decode_first_stage(s[None])[0] for s in samples]).float()
+        # v1.10.1 Txt2Img.sample: the hires checkpoint (None: the main one, e.g. after a refiner) is loaded here
+        with sd_models.SkipWritingToConfig():
+            sd_models.reload_model_weights(info=self.hr_checkpoint_info)
         return self.sample_hr_pass(samples, decoded_samples, seeds, subseeds, subseed_strength, prompts)
 
     def sample_hr_pass(self, samples, decoded_samples, seeds, subseeds, subseed_strength, prompts):
@@ -230,7 +239,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
                           self.truncate_x // 2:samples.shape[3] - (self.truncate_x + 1) // 2]
         self.rng = rng.ImageRNG(samples.shape[1:], self.seeds)
         noise = self.rng.next()
-        self.hr_c, self.hr_uc = self.c, self.uc
+        if self.hr_checkpoint_info is None:
+            self.hr_c, self.hr_uc = self.c, self.uc  # v1.10.1 calculate_hr_conds: same prompts, cached conds
+        else:  # another model: calculate_hr_conds encodes the prompts with it
+            self.hr_uc = prompt_parser.get_learned_conditioning(self.sd_model, self.negative_prompts, self.steps)
+            self.hr_c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.steps)
         if self.scripts is not None:
             self.scripts.before_hr(self)
             self.scripts.process_before_every_sampling(p=self, x=samples, noise=noise, c=self.hr_c, uc=self.hr_uc)
