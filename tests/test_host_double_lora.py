@@ -4,7 +4,7 @@ import networks
 import pytest
 import torch
 
-from modules import script_callbacks, shared
+from modules import script_callbacks, scripts, shared
 
 from support.generation import load_model, reset_host, txt2img
 
@@ -63,11 +63,43 @@ def test_restore_from_backup_has_no_no_grad_of_its_own():
     networks.load_networks(["style"])
     txt2img(steps=2)
     assert layer.weight.requires_grad
-    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+    with torch.enable_grad(), pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
         networks.network_restore_weights_from_backup(layer)
     with torch.no_grad():
         networks.network_restore_weights_from_backup(layer)
     assert torch.equal(layer.weight, layer.network_weights_backup)
+
+
+class GradProbe(scripts.Script):
+    """Records whether autograd is on in `process` and in `process_before_every_sampling`."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def title(self):
+        return "Grad probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        self.seen["process"] = torch.is_grad_enabled()
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        self.seen["sampling"] = torch.is_grad_enabled()
+
+
+def test_script_hooks_run_with_grad_on_and_sampling_without():
+    """processing.process_images of v1.10.1 runs in a request thread (grad on); process_images_inner puts sampling
+    under torch.no_grad(). Holds even when grad was switched off globally before (as a test module may do)."""
+    probe = GradProbe()
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    try:
+        txt2img(script_list=[probe], script_args=[], arg_counts=[0], steps=2)
+    finally:
+        torch.set_grad_enabled(previous)
+    assert probe.seen == {"process": True, "sampling": False}
 
 
 def test_load_state_dict_drops_the_cached_backup():

@@ -325,6 +325,14 @@ def create_infotext(p, index=0):
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
+    """The WebUI generates in a request thread, where autograd is on (torch's per-thread default): hooks such as
+    `before_process` / `process` run with grad enabled, only sampling and decoding are inside `torch.no_grad()`.
+    Enabled here explicitly, so a test module that switched grad off globally cannot hide in-place errors."""
+    with torch.enable_grad():
+        return _process_images(p)
+
+
+def _process_images(p: StableDiffusionProcessing) -> Processed:
     """Follows process_images of v1.10.1: `before_process`, then each `override_settings` entry set with opts.set
     (the stored values restored at the end, also after an exception, unless `override_settings_restore_afterwards`
     is False; only settings present in opts.data are stored), then the generation."""
