@@ -196,8 +196,15 @@ def test_bad_input_stops_before_sampling_and_the_next_generation_is_unaffected(s
 def test_a_hires_checkpoint_switch_is_refused_before_sampling(script, never):
     """A different hires checkpoint reloads the model (dropping the merge) between the passes: the second pass
     would silently run without IC-Light, so the generation stops first and says what to change."""
-    with UNetSpy() as spy, pytest.raises(ValueError, match="Use same checkpoint"):
-        generate(script, fc_on(), enable_hr=True, hr_scale=1.5, hr_checkpoint_name="other.safetensors")
+    from modules import sd_models
+    from support.generation import attach_text_encoder
+    from support.tiny_models import make_ldm
+    sd_models.register_checkpoint("other", attach_text_encoder(make_ldm("sd15", seed=1)))
+    try:
+        with UNetSpy() as spy, pytest.raises(ValueError, match="Use same checkpoint"):
+            generate(script, fc_on(), enable_hr=True, hr_scale=1.5, hr_checkpoint_name="other.safetensors")
+    finally:
+        sd_models.forget_checkpoints()
     assert spy.calls == []
     result = generate(script, fc_on(), enable_hr=True, hr_scale=1.5, hr_checkpoint_name="Use same checkpoint")
     assert result.latents.shape[-1] == 12
