@@ -21,7 +21,11 @@ from support.ssd1b import SSD_DELETED_WINDOW_BLOCKS, to_ssd1b
 from support.tiling import apply_circular
 from support.tiny_models import make_context, make_unet
 
-torch.set_grad_enabled(False)
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only, for this module's tests (a module-level set_grad_enabled would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 def _call(unet, family, x, t=500.0, seed=1):

@@ -19,7 +19,11 @@ from support.hidiffusion_oracle import (fixed_official_shift, official_apply, of
                                         official_settings, to_diffusers, webui_cat_hijack)
 from support.tiny_models import make_context, make_unet
 
-torch.set_grad_enabled(False)
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only, for this module's tests (a module-level set_grad_enabled would leak into other modules)."""
+    with torch.no_grad():
+        yield
 
 
 def _inputs(family, hw, n_steps, batch=1, seed=3):
