@@ -1,13 +1,14 @@
-"""IC-Light / concat-conditioning core (pure PyTorch + numpy + PIL; no WebUI, no diffusers).
+"""IC-Light core (pure PyTorch + numpy + PIL; no WebUI, no diffusers), on the shared concat core ``lib_concat``.
 
 - :mod:`.model_file`   find / open / validate offset files (safetensors, diffusers or ldm keys)
 - :mod:`.keymap`       diffusers <-> ldm UNet key names
 - :mod:`.compat`       does a file fit the loaded UNet (SD 1.5 only) - checked before any change
 - :mod:`.merge`        widen conv_in + add offsets in place; exact restore; no re-merge (``Merger``)
-- :mod:`.conditioning` foreground / background -> concat latent, as the official demos build it
+- :mod:`.conditioning` foreground / background -> concat latent, as the official demos build it (per-image
+                       mapping and the provider from ``lib_concat.batch``)
 - :mod:`.lighting`     the demos' light ramps and background sources
 - :mod:`.detail`       high-frequency detail restore
-- :mod:`.detect`       tell 4/5/7/8/9/12-channel UNet families apart
+- :mod:`.detect`       re-exports ``lib_concat.detect`` (4/5/7/8/9/12-channel UNet families)
 """
 from .compat import is_float8, uses_float8
 from .conditioning import (ConcatProvider, ConcatSpec, encode_images, fc_initial_latent, make_concat_spec, match_batch,

@@ -20,10 +20,12 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ._concat import concat_module
 from .errors import ICLightError
 from .images import fill_grey, images_to_tensor, resize_and_center_crop, to_uint8_rgb
 from .lighting import FBC_SOURCES, fbc_background, fc_light_image, parse_fbc_source
 
+_batch = concat_module("batch")
 Remover = Union[str, None, Callable[[np.ndarray], np.ndarray]]
 REMBG_HINT = ("Give the foreground as a PNG with a transparent background, or give a mask, or install a "
               "background remover into the WebUI's Python (pip install rembg), or turn off background removal "
@@ -187,19 +189,17 @@ def fc_initial_latent(direction: Optional[str], width: int, height: int, vae_enc
 
 
 def match_batch(concat: torch.Tensor, batch: int) -> torch.Tensor:
-    """Rows per image for a batch of ``batch`` images: one row is repeated, N rows must equal ``batch``."""
-    if concat.shape[0] == batch:
-        return concat
-    if concat.shape[0] == 1:
-        return concat.expand(batch, *concat.shape[1:]).contiguous()
-    raise ICLightError(f"IC-Light got {concat.shape[0]} foregrounds for a batch of {batch} images; "
-                       "give one foreground, or one per image.")
+    """Rows per image for a batch of ``batch`` images: one row is repeated, N rows must equal ``batch``
+    (``lib_concat.match_batch`` with IC-Light's wording)."""
+    return _batch.match_batch(concat, batch, owner="IC-Light", what="foregrounds", one="foreground",
+                              error=ICLightError)
 
 
-class ConcatProvider:
-    """The concat latent for whatever latent ``x`` the sampler is about to denoise: size from ``x``
-    (H = 8 h, W = 8 w), rows matched to ``x.shape[0]`` (:func:`match_batch`), device and dtype of ``x``.
-    Encodes once per size (first pass and hires pass each encode once); ``encodes`` counts VAE calls.
+class ConcatProvider(_batch.ConcatProvider):
+    """IC-Light's concat latent for whatever latent ``x`` the sampler is about to denoise (``lib_concat``'s
+    provider over :meth:`ConcatSpec.latent`): size from ``x`` (H = 8 h, W = 8 w), rows matched to ``x.shape[0]``
+    (:func:`match_batch`), device and dtype of ``x``. Encodes once per size (first pass and hires pass each
+    encode once); ``encodes`` counts VAE calls.
 
     In the WebUI, ``provider.for_latent`` is what ``p.txt2img_image_conditioning(x)`` /
     ``p.img2img_image_conditioning(image, x)`` should return while IC-Light is armed."""
@@ -207,20 +207,12 @@ class ConcatProvider:
     def __init__(self, spec: ConcatSpec, vae_encode: Callable, scale_factor: float, device=None, dtype=None):
         self.spec, self.vae_encode, self.scale_factor = spec, vae_encode, scale_factor
         self.device, self.dtype = device, dtype
-        self.encodes = 0
-        self._cache = {}
+        super().__init__(lambda width, height: spec.latent(width, height, vae_encode, scale_factor,
+                                                           device=device, dtype=dtype), matcher=match_batch)
 
-    def latent(self, width: int, height: int) -> torch.Tensor:
-        key = (width, height)
-        if key not in self._cache:
-            self._cache[key] = self.spec.latent(width, height, self.vae_encode, self.scale_factor,
-                                                device=self.device, dtype=self.dtype)
-            self.encodes += 1
-        return self._cache[key]
-
-    def for_latent(self, x: torch.Tensor, *_args, **_kwargs) -> torch.Tensor:
-        concat = self.latent(x.shape[-1] * 8, x.shape[-2] * 8)
-        return match_batch(concat, x.shape[0]).to(device=x.device, dtype=x.dtype)
+    @property
+    def encodes(self) -> int:
+        return self.builds
 
 
 __all__ = ["ConcatProvider", "ConcatSpec", "FBC_SOURCES", "encode_images", "fc_initial_latent", "make_concat_spec",

@@ -30,10 +30,15 @@ import dataclasses
 import re
 from typing import Dict, Iterable, List, Tuple
 
+from ._concat import concat_module
+
+_keys = concat_module("keys")
+LDM_PREFIXES = _keys.LDM_PREFIXES
+strip_ldm_prefix = _keys.strip_ldm_prefix
+
 DIFFUSERS_MARKERS = ("conv_in.", "down_blocks.", "mid_block.", "up_blocks.", "time_embedding.",
                      "conv_out.", "conv_norm_out.")
 LDM_MARKERS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "out.")
-LDM_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 
 _RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
            ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
@@ -162,13 +167,6 @@ def ldm_to_diffusers(keys: Iterable[str], layout: UNetLayout = None) -> Dict[str
     layout = layout or layout_from_ldm(keys)
     table = {l: (d, kind) for d, l, kind in block_pairs(layout)}
     return _map(keys, table, _RESNET_L2D)
-
-
-def strip_ldm_prefix(key: str) -> str:
-    for prefix in LDM_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix):]
-    return key
 
 
 def key_format(keys: Iterable[str]) -> str:

@@ -1,30 +1,16 @@
-"""Keep concat conditioning in line with the latent that reaches the UNet.
-
-WebUI v1.10.1 builds the image conditioning once per sampling pass and then hands the sampler a latent that can be
-smaller than it:
-- rows: the CFG denoiser drops the uncond rows of `x` when it skips them (Negative Guidance minimum sigma, skip
-  early CFG) but passes `image_cond` with all its rows. The cond rows come first, so keeping the first rows of
-  `c_concat` lines them up again.
-- size: the hires pass with "Resize width/height to" another aspect ratio builds the conditioning at the upscaled
-  size, then crops the latent (`sample_hr_pass`: `truncate_x // 2` columns on the left, the rest on the right; same
-  for rows). The same centre crop of `c_concat` keeps every concat pixel over the latent pixel it was made for.
-Instance-level wrapper of `apply_model`, put on while a concat model is armed and taken off with it."""
+"""Keep concat conditioning in line with the latent that reaches the UNet (rows and size; why and how:
+`lib_concat.rows.fit`). Instance-level wrapper of `apply_model`, put on while a concat model is armed and taken
+off with it."""
 from __future__ import annotations
+
+import importlib
+
+# the suite's concat core beside this package (hdsuite_private.lib_concat under the WebUI; top-level in tests)
+_PARENT = __package__.rpartition(".")[0]
+fit = importlib.import_module(f"{_PARENT}.lib_concat.rows" if _PARENT else "lib_concat.rows").fit
 
 _MARK = "hdsuite_concat_trim"
 _armed = []
-
-
-def fit(concat, x):
-    """`concat` [N, C, H, W] cut to x's rows (the first ones) and x's spatial size (the WebUI's centre crop)."""
-    rows, (height, width) = x.shape[0], x.shape[-2:]
-    if concat.shape[0] > rows:
-        concat = concat[:rows]
-    top, left = (concat.shape[-2] - height) // 2, (concat.shape[-1] - width) // 2
-    if top > 0 or left > 0:
-        top, left = max(top, 0), max(left, 0)
-        concat = concat[..., top:top + height, left:left + width]
-    return concat
 
 
 def arm(model) -> None:
