@@ -26,3 +26,15 @@ __all__ += ["LDM_PREFIXES", "strip_ldm_prefix"]
 # rows: fit a concat to the latent that reaches the UNet
 from .rows import fit  # noqa: E402
 __all__ += ["fit"]
+
+# tiling: overlapping tiles with a linear blend
+from .tiling import Tile, blend, covered_area_ratio, plan  # noqa: E402
+__all__ += ["Tile", "blend", "covered_area_ratio", "plan"]
+
+# upscale_x4: the SD x4 upscaler, image in, 4x image out
+from .upscale_x4 import SAMPLERS as X4_SAMPLERS, Runtime, X4Settings, X4Upscaler  # noqa: E402
+__all__ += ["Runtime", "X4Settings", "X4Upscaler", "X4_SAMPLERS"]
+
+# x4_models: the x4 upscaler's own UNet, VAE decoder and text encoder from its single file
+from .x4_models import X4Models, build_models as build_x4_models, load_models as load_x4_models  # noqa: E402
+__all__ += ["X4Models", "build_x4_models", "load_x4_models"]
