@@ -46,7 +46,7 @@ glue_infotext = suite_import("suite_glue.infotext")
 glue_failure = suite_import("suite_glue.failure")
 glue_lifecycle = suite_import("suite_glue.lifecycle")
 glue_neighbours = suite_import("suite_glue.neighbours")
-glue_steps = suite_import("suite_glue.steps")
+glue_host = suite_import("suite_glue.host")  # the WebUI family: patch routes and refusals
 param = glue_params.param
 
 log = logging.getLogger("hidiffusion")
@@ -173,11 +173,11 @@ class Controller:
         script_callbacks.remove_callbacks_for_function(on_cfg_denoiser)
         for unet in (self.unet, _unet(p) if p is not None else None):
             if unet is not None:
-                hidiffusion.remove(unet)
+                glue_host.current().remove_unet_patches(unet)
         self.unet = self.p = self.values = self.base_config = self.pass_kind = self.denoiser = self.locator = None
 
     def arm(self, p, unet, values, config, pass_kind):
-        hidiffusion.apply(unet, config, self.state)
+        glue_host.current().apply_unet_patches(p, unet, config, self.state)
         self.unet, self.p, self.values, self.base_config, self.pass_kind = unet, p, values, config, pass_kind
         self.state.arm(seed=int(p.seeds[0]) if getattr(p, "seeds", None) else int(getattr(p, "seed", 0)))
         self.state.on_warning = lambda text: glue_infotext.add_comment(p, text)  # the user sees warnings too
@@ -214,12 +214,12 @@ class Controller:
         denoiser, before this callback) or another reload. Move the patches to it (the old UNet is restored exactly),
         or, when its layout cannot be patched (e.g. the SDXL refiner), run the remaining steps without HiDiffusion and
         say so in the console, under the image and in the infotext."""
-        hidiffusion.remove(self.unet)
+        glue_host.current().remove_unet_patches(self.unet)
         latent_hw = tuple(int(v) for v in params.x.shape[-2:])
         key = f"{TITLE} refiner"
         try:
             config = pass_config(self.values, unet, latent_hw, bool(getattr(self.p, "is_hr_pass", False)))
-            hidiffusion.apply(unet, config, self.state)
+            glue_host.current().apply_unet_patches(self.p, unet, config, self.state)
         except ValueError as error:
             self.state.warn_once("model-switch", f"{TITLE}: the checkpoint switched during sampling (refiner) to a "
                                                  f"UNet HiDiffusion cannot patch ({error}); the remaining steps ran "
@@ -235,7 +235,7 @@ class Controller:
     def _locator(self, denoiser):
         sampler = getattr(denoiser, "sampler", None)
         try:
-            steps = glue_steps.pass_steps(sampler, self.p, *self.pass_kind)
+            steps = glue_host.current().pass_steps(sampler, self.p, *self.pass_kind)
         except Exception as error:  # a sampler from another extension with other signatures
             steps = None
             log.debug("HiDiffusion: schedule of %r not found: %s", sampler, error)
@@ -311,6 +311,7 @@ class HiDiffusionScript(glue_script_base.spec_script(SPEC)):
             if not values.enabled:
                 return
             check_times(values)
+            glue_host.current().check(glue_host.HIDIFFUSION, p)  # refused before sampling where it cannot run
             unet = _unet(p)
             if unet is None:
                 raise ValueError(f"{TITLE}: no UNet found at sd_model.model.diffusion_model")
