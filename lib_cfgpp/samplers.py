@@ -14,27 +14,35 @@ step, before the update. When the host skipped the uncond pass, D_λ == D_∅ ==
 reduces to its base k-diffusion sampler on D_c. With D_c == D_∅ (or λ = 0) each equals its base sampler.
 
 Keyword-only extras (not passed by the WebUI; bound by ``factory.make_sampler``): ``multiplier``,
-``randn_like`` (ancestral only), ``uncond_blend``, ``progress`` (``(n, disable) -> iterable`` for a bar).
+``randn_like`` (ancestral only), ``brownian_noise`` (SDE only), ``uncond_blend``, ``progress``
+(``(n, disable) -> iterable`` for a bar).
+
+Family rule (this module and ``second_order``, ``sde``, ``res_multistep``, ``gradient_estimation``), with
+σ = σ_i, σ' = σ_{i+1} and ``g = D_λ − D_∅`` the guidance vector of one evaluation:
+
+- a first-order step is ``x' = D_λ + (σ'/σ)(x − D_∅)``, i.e. the base step on D_∅ plus g (DDIM CFG++);
+- single-step methods with inner stages (DPM++ 2S a, DPM++ SDE, Heun, DPM2): every inner stage point is the
+  base's own stage computed from D_∅ alone; the step is the base step on D_∅ plus ``Σ_k w_k g_k``, where
+  w_k (Σ w_k = 1) are the weights the base's final update gives its stages: the step's x0 estimate is
+  guided, its noise estimate unconditional. This is the official DPM++ 2S a CFG++ (w = (0, 1));
+- multistep methods (DPM++ 2M, 2M SDE, 3M SDE, RES multistep, gradient estimation): the history holds the
+  D_∅ of earlier steps; the current prediction enters as D_λ where the base uses it as an x0 (the leading
+  term and its finite differences) and as D_∅ where it estimates the noise, ``(x − D)/σ``. This is the
+  official DPM++ 2M CFG++ after its fix (history D_∅, current D_λ in the difference).
+
+Every rule is the base sampler when D_λ == D_∅; each sampler's docstring gives its update in this notation.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
 from .guidance import DEFAULT_MULTIPLIER, UncondBlend, arm, denoise
 from .noise import RandnLike, ancestral_step, default_noise_sampler
-
-Progress = Callable[[int, bool], object]
-
-
-def _steps(n: int, disable, progress: Optional[Progress]):
-    return range(n) if progress is None else progress(n, disable)
-
-
-def _callback(callback, x, i, sigma, denoised):
-    if callback is not None:
-        callback({'x': x, 'i': i, 'sigma': sigma, 'sigma_hat': sigma, 'denoised': denoised})
+from .predict import Progress
+from .predict import report as _callback
+from .predict import steps as _steps
 
 
 @torch.no_grad()
