@@ -69,8 +69,8 @@ class X4Settings:
             bad("sampler", f"must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         if self.tile < 32 or self.tile % MULTIPLE:
             bad("tile size", f"must be a multiple of {MULTIPLE} of at least 32 (input pixels), got {self.tile}")
-        if not 0 <= self.overlap < self.tile // 2 or self.overlap % MULTIPLE:
-            bad("tile overlap", f"must be a multiple of {MULTIPLE} from 0 to less than half the tile size "
+        if not 0 <= self.overlap <= self.tile // 2 or self.overlap % MULTIPLE:
+            bad("tile overlap", f"must be a multiple of {MULTIPLE} from 0 to half the tile size "
                                 f"({self.tile // 2}), got {self.overlap}")
 
 
