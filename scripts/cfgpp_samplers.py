@@ -16,6 +16,7 @@ from hdsuite_imports import suite_import
 cfgpp = suite_import("lib_cfgpp")
 glue_samplers = suite_import("suite_glue.samplers")
 glue_infotext = suite_import("suite_glue.infotext")
+glue_host = suite_import("suite_glue.host")  # the WebUI family: how a sampler gets D_∅, how samplers register
 
 SETTING = "cfgpp_guidance_convention"
 INFOTEXT_LAMBDA = "CFGpp lambda"  # infotext keys may only hold word characters, spaces, - and /
@@ -67,9 +68,10 @@ def register():
     for definition in cfgpp.SAMPLERS:
         bound = cfgpp.make_sampler(definition, convention=current_convention, randn_like=_seeded_randn_like,
                                    uncond_blend=_blend_like_host, progress=_progress)
-        entries.append((definition.label, _with_infotext(bound), definition.aliases, definition.base_label,
+        guided = glue_host.current().guided_sampler(_with_infotext(bound))  # refuses before sampling where needed
+        entries.append((definition.label, guided, definition.aliases, definition.base_label,
                         definition.base_function))
-    return glue_samplers.register_kdiffusion_samplers(entries)
+    return glue_host.current().register_samplers(entries)  # never replaces a host sampler of the same name
 
 
 def on_ui_settings():
@@ -84,6 +86,8 @@ def on_infotext_pasted(infotext, params):
     """Keep λ when the image was made under another convention: rewrite the CFG scale the paste will set."""
     if INFOTEXT_LAMBDA not in params or INFOTEXT_CONVENTION not in params:
         return
+    if "Sampler" in params:  # made by ours: ours may be registered under another label on this host
+        params["Sampler"] = glue_host.current().registered_label(params["Sampler"])
     try:
         made_with = cfgpp.normalize_convention(params[INFOTEXT_CONVENTION])
         lam = float(params[INFOTEXT_LAMBDA])
