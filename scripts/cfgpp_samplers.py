@@ -1,4 +1,5 @@
-"""CFG++ samplers in the WebUI's sampler list (UI, API `sampler_name`, X/Y/Z, hires sampler, infotext).
+"""CFG++ samplers in the WebUI's sampler list (UI, API `sampler_name`, X/Y/Z, hires sampler, infotext), and the
+base samplers of some of them that the WebUI lacks (RES Multistep, RES Multistep Ancestral, Gradient Estimation).
 
 Adapter only: the update rules live in lib_cfgpp. Registration happens when the WebUI loads this script.
 Infotext gets "CFGpp lambda" (the λ actually applied) and "CFGpp convention"; pasting such an infotext under
@@ -30,6 +31,12 @@ def current_convention() -> str:
 def _seeded_randn_like(x):
     # resolved per draw: the WebUI swaps k_diffusion.sampling.torch for its seeded per-image RNG every pass
     return k_diffusion.sampling.torch.randn_like(x)
+
+
+def _host_brownian(x, sigma_min, sigma_max):
+    """An SDE sampler called without a noise sampler (setting "Do not make DPM++ SDE deterministic across
+    different batch sizes") builds the host's Brownian tree as the base k-diffusion samplers do."""
+    return k_diffusion.sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max)
 
 
 def _blend_like_host(model, denoised_uncond, sigma):
@@ -64,13 +71,20 @@ def _with_infotext(bound):
 
 
 def register():
+    """The base samplers the WebUI lacks (RES multistep, gradient estimation), then every CFG++ sampler with the
+    options of its base."""
     entries = []
+    for base in cfgpp.BASE_SAMPLERS:
+        bound = cfgpp.make_sampler(base, randn_like=_seeded_randn_like, progress=_progress)
+        entries.append(glue_samplers.SamplerEntry(base.label, bound, base.aliases, options=base.options,
+                                                  extra_params=base.extra_params))
     for definition in cfgpp.SAMPLERS:
         bound = cfgpp.make_sampler(definition, convention=current_convention, randn_like=_seeded_randn_like,
-                                   uncond_blend=_blend_like_host, progress=_progress)
+                                   brownian_noise=_host_brownian, uncond_blend=_blend_like_host, progress=_progress)
         guided = glue_host.current().guided_sampler(_with_infotext(bound))  # refuses before sampling where needed
-        entries.append((definition.label, guided, definition.aliases, definition.base_label,
-                        definition.base_function))
+        entries.append(glue_samplers.SamplerEntry(definition.label, guided, definition.aliases,
+                                                  definition.base_label, definition.base_function,
+                                                  extra_params=definition.extra_params))
     return glue_host.current().register_samplers(entries)  # never replaces a host sampler of the same name
 
 

@@ -7,23 +7,39 @@ names up there, accepts them as it accepts labels; `/sdapi/v1/samplers` lists `a
 Registering again (the WebUI re-runs scripts on "Reload UI") replaces our earlier entries."""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
+
+
+class SamplerEntry(NamedTuple):
+    """One sampler to register. `base_label`: the WebUI sampler whose options are copied (registered earlier,
+    possibly earlier in the same call); `options` are added to them (or are all the options without a base).
+    `extra_params`: the settings-driven extra parameters; None copies k-diffusion's for `base_function`."""
+
+    label: str
+    function: Callable
+    aliases: Sequence[str]
+    base_label: Optional[str] = None
+    base_function: Optional[str] = None
+    options: Mapping = {}
+    extra_params: Optional[Sequence[str]] = None
 
 
 def register_kdiffusion_samplers(entries: Iterable[tuple]) -> list:
-    """`entries`: (label, function, aliases, base_label, base_function). Options (scheduler, second_order,
-    uses_ensd, ...) are copied from the WebUI sampler named `base_label`, and the settings-driven extra parameters
-    (s_noise, s_churn, ...) from k-diffusion's `base_function`, so the WebUI passes them as to the base sampler
-    when the function accepts them. Returns the `SamplerData` registered."""
+    """`entries`: `SamplerEntry`s or tuples (label, function, aliases, base_label, base_function). Options
+    (scheduler, second_order, uses_ensd, ...) are copied from the WebUI sampler named `base_label`, and the
+    settings-driven extra parameters (s_noise, s_churn, ...) from k-diffusion's `base_function`, so the WebUI
+    passes them as to the base sampler when the function accepts them. Returns the `SamplerData` registered."""
     from modules import sd_samplers, sd_samplers_common, sd_samplers_kdiffusion
 
     registered = []
-    for label, function, aliases, base_label, base_function in entries:
-        extra = sd_samplers_kdiffusion.sampler_extra_params.get(base_function)
+    for entry in entries:
+        label, function, aliases, base_label, base_function, own_options, extra = SamplerEntry(*entry)
+        if extra is None:
+            extra = sd_samplers_kdiffusion.sampler_extra_params.get(base_function)
         if extra:
             sd_samplers_kdiffusion.sampler_extra_params[function] = list(extra)
-        base = sd_samplers.all_samplers_map.get(base_label)
-        options = dict(base.options) if base is not None else {}
+        base = sd_samplers.all_samplers_map.get(base_label) if base_label else None
+        options = {**(base.options if base is not None else {}), **own_options}
         data = sd_samplers_common.SamplerData(label, _constructor(sd_samplers_kdiffusion, function), list(aliases), options)
         _replace(sd_samplers.all_samplers, data)
         for key in [k for k, v in sd_samplers.all_samplers_map.items() if v.name == label]:

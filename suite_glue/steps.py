@@ -12,9 +12,12 @@ No fixed schedule ("unknown", None), as in WebUI v1.10.1:
 - UniPC: `sd_samplers_timesteps_impl.unipc` runs on its own time grid (999 .. 0), not on `get_timesteps`.
 
 Second calls (v1.10.1's samplers on k-diffusion ab527a9, and ours, which copy their base's options):
-- `second_order` samplers (Heun, DPM2, DPM2 a, DPM++ SDE, DPM++ 2S a, Restart, DPM++ 2S a CFG++) call again in
-  every step whose next sigma is > 0; the ancestral ones (`second_order` and `uses_ensd`) only while sigma_down > 0
+- `second_order` samplers (Heun, DPM2, DPM2 a, DPM++ SDE, DPM++ 2S a, Restart; ours: DPM++ 2S a CFG++, DPM++ SDE
+  CFG++, Heun CFG++, DPM2 CFG++) call again in every step whose next sigma is > 0, whatever eta (DPM++ SDE:
+  at the log-midpoint); the ancestral ones (`second_order` and `uses_ensd`) only while sigma_down > 0
   (k-diffusion `get_ancestral_step` at the sampler's eta: always for eta <= 1);
+- one call per step: the multistep and first-order ones, incl. ours (DPM++ 2M / 2M SDE / 3M SDE CFG++, Euler (a)
+  CFG++, RES Multistep (Ancestral) and Gradient Estimation, plain and CFG++: no `second_order` option);
 - PLMS calls again in its first step only (pseudo improved Euler at the next timestep).
 """
 from __future__ import annotations

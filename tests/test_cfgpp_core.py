@@ -10,6 +10,7 @@ import torch
 
 import lib_cfgpp
 from lib_cfgpp import factory, guidance, registry, samplers
+from support.analytic_cfg import AnalyticCFG, guided
 from support.cfg_denoiser_double import CFGDenoiserDouble, Unconditional
 from support.kdiffusion_import import import_k_diffusion
 from support.tiny_models import SDXL_VECTOR_DIM, make_context, make_denoiser, make_ldm
@@ -17,6 +18,8 @@ from support.tiny_models import SDXL_VECTOR_DIM, make_context, make_denoiser, ma
 K = import_k_diffusion().sampling
 NAMES = [d.label for d in registry.SAMPLERS]
 ANCESTRAL = {d.label for d in registry.SAMPLERS if d.ancestral}
+BROWNIAN = {d.label for d in registry.SAMPLERS if d.brownian}
+NOISY = ANCESTRAL | BROWNIAN  # take eta, s_noise, noise_sampler
 LATENT = (2, 4, 8, 8)
 
 
@@ -74,18 +77,18 @@ def seeded_noise(x, seed=100):
 
 
 def base_fn(label):
-    return getattr(K, registry.find(label).base_function)
+    return registry.base_function(registry.find(label), K)
 
 
 def run_cfgpp(label, model, x, sigmas, extra_args, convention=None, noise_seed=100, **kw):
     fn = factory.make_sampler(label, convention=convention)
-    if label in ANCESTRAL:
+    if label in NOISY:
         kw.setdefault("noise_sampler", seeded_noise(x, noise_seed))
     return fn(model, x, sigmas, extra_args=extra_args, disable=True, **kw)
 
 
 def run_base(label, model, x, sigmas, extra_args, noise_seed=100):
-    kw = {"noise_sampler": seeded_noise(x, noise_seed)} if label in ANCESTRAL else {}
+    kw = {"noise_sampler": seeded_noise(x, noise_seed)} if label in NOISY else {}
     return base_fn(label)(model, x, sigmas, extra_args=extra_args, disable=True, **kw)
 
 
@@ -156,37 +159,6 @@ def test_one_euler_cfgpp_step_equals_plain_cfg_euler_step_with_rescaled_omega(mo
 
 # ---------------------------------------------------------------- 4. DPM++ 2M / 2S a step rules
 
-class AnalyticCFG(torch.nn.Module):
-    """Host-contract CFG denoiser with closed-form, nonlinear D_c and D_∅ (float64) for hand checks."""
-
-    def __init__(self):
-        super().__init__()
-        self.cond_scale_miltiplier = 1.0
-        self.need_last_noise_uncond = False
-        self.last_noise_uncond = None
-        self.calls = []
-
-    @staticmethod
-    def d_cond(x, s):
-        return x / (1 + s ** 2) + 0.3 * torch.tanh(x) * s / (1 + s)
-
-    @staticmethod
-    def d_uncond(x, s):
-        return 0.8 * x / (1 + s ** 2) - 0.2 * torch.sin(x) / (1 + s)
-
-    def forward(self, x, sigma, cond_scale=1.0):
-        s = sigma[0].item()
-        self.calls.append(s)
-        d_c, d_u = self.d_cond(x, s), self.d_uncond(x, s)
-        if self.need_last_noise_uncond:
-            self.last_noise_uncond = d_u.clone()
-        return d_u + (d_c - d_u) * cond_scale * self.cond_scale_miltiplier
-
-
-def guided(x, s, lam):
-    return AnalyticCFG.d_uncond(x, s) + lam * (AnalyticCFG.d_cond(x, s) - AnalyticCFG.d_uncond(x, s))
-
-
 def test_dpmpp_2m_cfgpp_first_step_equals_euler_cfgpp(models):
     ldm, den = models("sd15")
     sigmas = karras(den, 6)[:2]
@@ -238,7 +210,8 @@ def test_last_step_to_sigma_zero_returns_the_guided_prediction():
     sig = torch.tensor([2.0, 0.0], dtype=torch.float64)
     x = start_noise(9).double() * 2.0
     for label in NAMES:
-        out = registry.find(label).function(AnalyticCFG(), x, sig, extra_args={"cond_scale": 0.5}, multiplier=1.0)
+        kw = {"noise_sampler": seeded_noise(x)} if label in NOISY else {}
+        out = registry.find(label).function(AnalyticCFG(), x, sig, extra_args={"cond_scale": 0.5}, multiplier=1.0, **kw)
         assert torch.allclose(out, guided(x, 2.0, 0.5), atol=1e-12), label
 
 
@@ -267,11 +240,11 @@ def test_every_schedule_shape_reduces_to_the_base_sampler_at_lambda_zero(schedul
     for label in NAMES:
         fn = registry.find(label).function
         zero = fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.0}, multiplier=1.0,
-                  **({"noise_sampler": seeded_noise(x)} if label in ANCESTRAL else {}))
+                  **({"noise_sampler": seeded_noise(x)} if label in NOISY else {}))
         base = run_base(label, Uncond(), x, sigmas, {})
         assert torch.allclose(zero, base, atol=1e-10, rtol=1e-10), (label, (zero - base).abs().max().item())
         guided_run = fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.6}, multiplier=1.0,
-                        **({"noise_sampler": seeded_noise(x)} if label in ANCESTRAL else {}))
+                        **({"noise_sampler": seeded_noise(x)} if label in NOISY else {}))
         assert torch.isfinite(guided_run).all() and (guided_run - zero).abs().max() > 1e-3
 
 
@@ -290,7 +263,11 @@ def test_seeded_determinism_through_the_randn_like_hook(models, label):
         def randn_like(t):
             calls.append(tuple(t.shape))
             return torch.randn(t.shape, generator=gen, dtype=t.dtype)
-        fn = factory.make_sampler(label, randn_like=randn_like)
+
+        def brownian_noise(t, sigma_min, sigma_max):  # SDE samplers without a noise sampler: a tree per seed
+            calls.append(("tree", float(sigma_min), float(sigma_max)))
+            return lib_cfgpp.BrownianTreeNoise(t, sigma_min, sigma_max, seed=[seed + b for b in range(t.shape[0])])
+        fn = factory.make_sampler(label, randn_like=randn_like, brownian_noise=brownian_noise)
         return fn(CFGDenoiserDouble(den), x, sigmas, extra_args=extra("sd15", 6.0)), calls
 
     a, calls_a = run(1)
@@ -299,6 +276,9 @@ def test_seeded_determinism_through_the_randn_like_hook(models, label):
     assert torch.equal(a, b)
     if label in ANCESTRAL:
         assert calls_a == [tuple(x.shape)] * (len(sigmas) - 2)  # one draw per step with σ_{i+1} > 0
+        assert (a - c).abs().max() > 1e-3
+    elif label in BROWNIAN:
+        assert calls_a == [("tree", float(sigmas[-2]), float(sigmas[0]))]  # built once, on the positive sigmas
         assert (a - c).abs().max() > 1e-3
     else:
         assert calls_a == [] and torch.equal(a, c)
@@ -399,7 +379,7 @@ def test_callbacks_carry_the_k_diffusion_keys_and_the_guided_prediction():
     for label in NAMES:
         seen = []
         registry.find(label).function(AnalyticCFG(), x, sig, extra_args={"cond_scale": 0.5}, callback=seen.append,
-                                      multiplier=1.0)
+                                      multiplier=1.0, **({"noise_sampler": seeded_noise(x)} if label in NOISY else {}))
         assert [d["i"] for d in seen] == [0, 1], label
         assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
         assert torch.equal(seen[0]["x"], x) and seen[0]["sigma"] == 3.0
@@ -438,7 +418,7 @@ def test_bound_samplers_expose_the_k_diffusion_signature_the_webui_inspects():
     for label, fn in bound.items():
         params = inspect.signature(fn).parameters
         assert list(params)[:6] == ["model", "x", "sigmas", "extra_args", "callback", "disable"]
-        assert ("eta" in params and "noise_sampler" in params and "s_noise" in params) == (label in ANCESTRAL)
+        assert ("eta" in params and "noise_sampler" in params and "s_noise" in params) == (label in NOISY)
         assert not {"n", "sigma_min", "sigma_max", "timesteps", "sigma_sched"} & set(params)
         assert fn.cfgpp_definition.label == label
 
@@ -448,15 +428,26 @@ def test_registry_labels_aliases_and_bases():
                          "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta", "automatic",
                          "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "SGMUniform",
                          "kl_optimal", "align_your_steps", "simple", "normal", "ddim", "beta"]
-    names = [n.lower() for d in registry.SAMPLERS for n in (d.label, *d.aliases)]
+    everything = (*registry.SAMPLERS, *registry.BASE_SAMPLERS)
+    names = [n.lower() for d in everything for n in (d.label, *d.aliases)]
     assert len(names) == len(set(names))
-    assert NAMES == ["Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++"]
-    for d in registry.SAMPLERS:
+    assert NAMES == ["Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++", "DPM++ SDE CFG++",
+                     "DPM++ 2M SDE CFG++", "DPM++ 3M SDE CFG++", "Heun CFG++", "DPM2 CFG++", "RES Multistep CFG++",
+                     "RES Multistep Ancestral CFG++", "Gradient Estimation CFG++"]
+    assert [d.label for d in registry.BASE_SAMPLERS] == ["RES Multistep", "RES Multistep Ancestral",
+                                                         "Gradient Estimation"]
+    ours = {d.label: d for d in registry.BASE_SAMPLERS}
+    for d in everything:
         assert not any(d.label.endswith(" " + s) for s in schedule_suffixes), d.label
         assert registry.find(d.label.upper()) is d
         assert all(registry.find(a) is d for a in d.aliases)
+    for d in registry.SAMPLERS:
         assert d.base_label + " CFG++" == d.label
-        assert callable(getattr(K, d.base_function))
+        if d.base_label in ours:  # twins of our own bases: their base function and noise kind
+            assert registry.base_function(d) is ours[d.base_label].function
+            assert d.ancestral == ours[d.base_label].ancestral and d.extra_params == ours[d.base_label].extra_params
+        else:
+            assert registry.base_function(d, K) is getattr(K, d.base_function)
     assert registry.find("k_euler_cfg_pp").label == "Euler CFG++"
     assert registry.find("Euler") is None and registry.find(None) is None
 

@@ -6,12 +6,17 @@ from PIL import Image
 
 from modules import infotext_utils, processing, script_callbacks, sd_samplers, shared
 
+import lib_cfgpp
 import xyz_grid_double
 from support.generation import img2img, load_model, reset_host, txt2img
 from support.scripts_loader import load_script, unload_callbacks
 from support.tiny_models import make_denoiser
 
-LABELS = ["Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++"]
+LABELS = [d.label for d in lib_cfgpp.SAMPLERS]  # every CFG++ sampler
+BASES = [d.label for d in lib_cfgpp.BASE_SAMPLERS]  # the base samplers the WebUI lacks, registered with them
+OURS = BASES + LABELS
+BASE_OF = {d.label: d.base_label for d in lib_cfgpp.SAMPLERS}
+NOISY = {d.label for d in lib_cfgpp.SAMPLERS if d.ancestral or d.brownian}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +40,17 @@ def test_registered_like_webui_samplers(script):
     assert names.index("DDIM CFG++") < names.index("Euler CFG++"), "appended after the built-in samplers"
     for label in LABELS:
         assert not any(label.endswith(" " + s.label) for s in __import__("modules.sd_schedulers").sd_schedulers.schedulers)
-    dpm = sd_samplers.all_samplers_map["DPM++ 2M CFG++"]
-    assert dpm.options == sd_samplers.all_samplers_map["DPM++ 2M"].options
+    for label in LABELS:  # every twin has its base's options (scheduler, second_order, brownian_noise, ...)
+        assert sd_samplers.all_samplers_map[label].options == sd_samplers.all_samplers_map[BASE_OF[label]].options
+    for base in lib_cfgpp.BASE_SAMPLERS:
+        assert sd_samplers.all_samplers_map[base.label].options == base.options
+        assert names.index(base.label) < names.index(base.label + " CFG++")
     assert sd_samplers.all_samplers_map["DPM++ 2S a CFG++"].options.get("second_order") is True
     assert sd_samplers.all_samplers_map["Euler a CFG++"].options.get("uses_ensd") is True
+    assert sd_samplers.all_samplers_map["DPM++ SDE CFG++"].options == {"scheduler": "karras", "second_order": True,
+                                                                       "brownian_noise": True}
     script.register()  # "Reload UI" registers again: no duplicates
-    assert [s.name for s in sd_samplers.all_samplers].count("Euler CFG++") == 1
+    assert all([s.name for s in sd_samplers.all_samplers].count(name) == 1 for name in OURS)
 
 
 def test_api_lookup_by_name_alias_and_schedule_suffix():
@@ -59,26 +69,25 @@ def test_registration_against_every_sampler_of_the_table(script):
     are in both API maps; the cached name lookup is cleared when we register (a lookup cached before registration
     would answer the default sampler); ours are offered for img2img and the hires pass (v1.10.1 `set_samplers`,
     `visible_sampler_names`)."""
-    import lib_cfgpp
-    builtin = [s for s in sd_samplers.all_samplers if s.name not in LABELS]
+    builtin = [s for s in sd_samplers.all_samplers if s.name not in OURS]
     assert len(builtin) == 20 and {"Restart", "DPM adaptive", "LCM", "UniPC", "DDIM CFG++"} <= {s.name for s in builtin}
     builtin_names = {n.lower() for s in builtin for n in (s.name, *s.aliases)}
-    ours = [n.lower() for d in lib_cfgpp.SAMPLERS for n in (d.label, *d.aliases)]
+    ours = [n.lower() for d in (*lib_cfgpp.BASE_SAMPLERS, *lib_cfgpp.SAMPLERS) for n in (d.label, *d.aliases)]
     assert not builtin_names & set(ours)
     for data in builtin:
         assert sd_samplers.get_sampler_and_scheduler(data.name, None)[0] == data.name
         assert all(sd_samplers.samplers_map[a.lower()] == data.name for a in (data.name, *data.aliases))
         assert sd_samplers.all_samplers_map[data.name] is data
-    for d in lib_cfgpp.SAMPLERS:
+    for d in (*lib_cfgpp.BASE_SAMPLERS, *lib_cfgpp.SAMPLERS):
         for alias in d.aliases:
             assert sd_samplers.all_samplers_map[alias].name == d.label and sd_samplers.samplers_map[alias.lower()] == d.label
-    assert all(label in [s.name for s in sd_samplers.samplers_for_img2img] for label in LABELS)
-    assert all(label in sd_samplers.visible_sampler_names() for label in LABELS)  # the hires sampler dropdown's list
+    assert all(label in [s.name for s in sd_samplers.samplers_for_img2img] for label in OURS)
+    assert all(label in sd_samplers.visible_sampler_names() for label in OURS)  # the hires sampler dropdown's list
 
     # cache_clear: drop ours, look a label up (cached: the default sampler), register again, look up again
-    for label in LABELS:
+    for label in OURS:
         sd_samplers.all_samplers.remove(sd_samplers.all_samplers_map[label])
-    for key in [k for k, v in sd_samplers.all_samplers_map.items() if v.name in LABELS]:
+    for key in [k for k, v in sd_samplers.all_samplers_map.items() if v.name in OURS]:
         del sd_samplers.all_samplers_map[key]
     sd_samplers.set_samplers()
     sd_samplers.get_sampler_and_scheduler.cache_clear()
@@ -104,8 +113,9 @@ def test_seeded_and_deterministic_and_written_to_infotext(label):
     assert torch.equal(a.latents, b.latents) and not torch.equal(a.latents, c.latents)
     assert torch.isfinite(a.latents).all()
     assert "CFGpp lambda: 0.56" in a.infotexts[0] and "CFGpp convention: CFG/12.5" in a.infotexts[0]
-    if " a " in label + " ":
-        # ancestral noise comes from the per-image seeded stream: image 2 of seed 5 == image 1 of seed 6
+    if label in NOISY:
+        # ancestral noise comes from the per-image seeded stream, SDE noise from a Brownian tree per image seed:
+        # image 2 of seed 5 == image 1 of seed 6
         single = txt2img(sampler_name=label, seed=6, steps=4)
         assert torch.allclose(a.latents[1], single.latents[0], atol=1e-5)
 
@@ -160,7 +170,7 @@ def test_lambda_zero_through_the_host_equals_the_base_sampler(family, kind, labe
     base sampler through the host (same seeded noise); CFG 12.5 (λ = 1) gives a result the comparison tells apart."""
     load_model(family)
     ours = _generate(kind, sampler_name=label, cfg_scale=0.0).latents
-    base = _generate(kind, sampler_name=label[:-len(" CFG++")], cfg_scale=0.0).latents
+    base = _generate(kind, sampler_name=BASE_OF[label], cfg_scale=0.0).latents
     guided = _generate(kind, sampler_name=label, cfg_scale=12.5).latents
     assert torch.isfinite(guided).all()
     assert_tells_apart(ours, base, guided)
@@ -257,7 +267,7 @@ def test_inpainting_kept_region_follows_the_base_sampler_inside_sampling(script,
     trajectory."""
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))
-    base = _kept_region_trajectory(label[:-len(" CFG++")], mask)
+    base = _kept_region_trajectory(BASE_OF[label], mask)
     ours = _kept_region_trajectory(label, mask)
     assert len(ours) == len(base) >= 4
     for x_base, x_ours in zip(base, ours):

@@ -9,12 +9,14 @@ import pytest
 
 from modules import script_callbacks, scripts, sd_samplers, sd_samplers_kdiffusion, sd_samplers_lcm, shared
 
+import lib_cfgpp
 import lib_hidiffusion as H
 from support.generation import img2img, reset_host, txt2img
 from support.hidiffusion_webui_probe import StepTruth, load_fast_sd15
 from support.scripts_loader import load_script, unload_callbacks
 
-CFGPP = ["Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++"]
+# the suite's samplers: the bases the WebUI lacks (RES multistep, gradient estimation) and every CFG++ sampler
+CFGPP = [d.label for d in lib_cfgpp.BASE_SAMPLERS] + [d.label for d in lib_cfgpp.SAMPLERS]
 UNKNOWN = {"DPM fast", "DPM adaptive", "UniPC"}
 KDIFFUSION = [label for label, *_ in sd_samplers_kdiffusion.samplers_k_diffusion] + \
              [label for label, *_ in sd_samplers_lcm.samplers_lcm]
