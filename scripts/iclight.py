@@ -43,6 +43,7 @@ glue_infotext = suite_import("suite_glue.infotext")
 glue_failure = suite_import("suite_glue.failure")
 glue_lora = suite_import("suite_glue.lora")
 glue_concat_rows = suite_import("suite_glue.concat_rows")
+glue_host = suite_import("suite_glue.host")  # the WebUI family: refusals, how a concat reaches each pass
 as_list = suite_import("suite_glue.images").as_list
 param = glue_params.param
 
@@ -192,6 +193,7 @@ class ICLightScript(glue_script_base.spec_script(SPEC)):
             if not values.enabled:
                 MERGER.restore()
                 return
+            glue_host.current().check(glue_host.ICLIGHT, p)  # before the model is touched
             setattr(p, RUN_ATTR, resolve(p, values, img2img=hasattr(p, "init_images")))
         except Exception as error:
             glue_failure.fail_generation(p, error)
@@ -213,9 +215,7 @@ class ICLightScript(glue_script_base.spec_script(SPEC)):
             glue_failure.fail_generation(p, error)
             return
         provider = run.provider = iclight.ConcatProvider(run.spec, _encoder(p), p.sd_model.scale_factor)
-        p.txt2img_image_conditioning = lambda x, width=None, height=None: provider.for_latent(x)
-        p.img2img_image_conditioning = (lambda source_image, latent_image, image_mask=None, round_image_mask=True:
-                                        provider.for_latent(latent_image))
+        glue_host.current().supply_concat(p, provider.for_latent)
         glue_infotext.add_infotext(p, SPEC.infotext(run.values))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
