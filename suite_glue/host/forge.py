@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Iterable
 
-from .base import CFGPP, HIDIFFUSION, ICLIGHT, Host, HostRefusal
+from .base import CFGPP, EDIT, HIDIFFUSION, ICLIGHT, Host, HostRefusal
 from .detect import FORGE_LDM_PATCHED
 from .forge_cfgpp import CfgppDenoiser
 from .forge_unet import BlockPatches, bypasses
@@ -47,6 +47,10 @@ class ForgeHost(Host):
     # --- refusals ------------------------------------------------------------------------------------------
     def check(self, feature, p=None, parts=()):
         name = self.name
+        if feature == EDIT:
+            raise HostRefusal(f"{EDIT} (the suite's SDXL InstructPix2Pix / CosXL Edit support) does not run on {name}: "
+                              "this WebUI loads checkpoints and builds their conditioning through its own model "
+                              "code. Use AUTOMATIC1111 WebUI v1.10, or this WebUI's own InstructPix2Pix support.")
         if feature == ICLIGHT:
             raise HostRefusal(f"{ICLIGHT} does not run on {name}: this WebUI loads and patches the UNet weights and "
                               "the concat conditioning through its own model patcher, which would drop IC-Light's "
