@@ -31,13 +31,11 @@ from .errors import ConcatError
 UNET_PREFIX = "model.diffusion_model."
 CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 CONV_OUT = UNET_PREFIX + "out.2.weight"
-LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
 SDXL_BASE_MARKER = "conditioner.embedders.1.model.ln_final.weight"  # as v1.10.1 sd_models_config picks SDXL
 SDXL_REFINER_MARKER = "conditioner.embedders.0.model.ln_final.weight"
 SD1_MARKER = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
 EDM_KEYS = ("edm_vpred.sigma_min", "edm_vpred.sigma_max")
 OTHER_SCHEDULE_KEYS = ("edm_mean", "edm_std", "v_pred", "ztsnr")
-SDXL_ADM_CHANNELS = 2816
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +104,6 @@ def classify_checkpoint(state_dict: Mapping, what: str = "This checkpoint") -> O
         problems.append(f"its cross-attention context is {unet.context_dim} wide (SDXL: 2048)")
     if CONV_OUT not in state_dict or _shape(state_dict[CONV_OUT])[0] != 4:
         problems.append("its UNet does not output 4 latent channels")
-    if LABEL_EMB not in state_dict or _shape(state_dict[LABEL_EMB])[1] != SDXL_ADM_CHANNELS:
-        problems.append(f"its vector conditioning is not SDXL's ({SDXL_ADM_CHANNELS} channels)")
     edm = [k for k in EDM_KEYS if k in state_dict]
     other = [k for k in OTHER_SCHEDULE_KEYS if k in state_dict]
     if other or len(edm) == 1:

@@ -107,3 +107,33 @@ def sequential_label_emb(adm_in_channels: int, time_embed_dim: int) -> nn.Sequen
     """sgm UNetModel's `label_emb` for num_classes 'sequential'."""
     return nn.Sequential(nn.Sequential(nn.Linear(adm_in_channels, time_embed_dim), nn.SiLU(),
                                        nn.Linear(time_embed_dim, time_embed_dim)))
+
+
+class AutoencoderKL(nn.Module):
+    """sgm `AutoencoderKL` at the pinned commit, its inference parts: `encoder` / `decoder` (ldm's
+    `diffusionmodules.model` Encoder / Decoder, which sgm's are a copy of), `quant_conv` / `post_quant_conv`;
+    `encode(x)` returns the `DiagonalGaussianDistribution` of the moments, `decode(z)` the image. Same state-dict
+    keys as the released SD / SDXL VAEs (`first_stage_model.` + these names)."""
+
+    def __init__(self, ddconfig: dict, embed_dim: int = 4):
+        from ldm.modules.diffusionmodules.model import Decoder, Encoder
+        super().__init__()
+        self.encoder = Encoder(**ddconfig)
+        self.decoder = Decoder(**ddconfig)
+        self.quant_conv = nn.Conv2d(2 * ddconfig["z_channels"], 2 * embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, ddconfig["z_channels"], 1)
+
+    def encode(self, x):
+        from ldm.modules.distributions.distributions import DiagonalGaussianDistribution
+        return DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
+
+    def decode(self, z):
+        return self.decoder(self.post_quant_conv(z))
+
+
+class AutoencoderKLInferenceWrapper(AutoencoderKL):
+    """sgm `AutoencoderKLInferenceWrapper` (the WebUI's SDXL VAE, `first_stage_config` of sd_xl_base.yaml):
+    `encode` returns a *sample* of the posterior, not the posterior."""
+
+    def encode(self, x):
+        return super().encode(x).sample()

@@ -17,7 +17,8 @@ same thing as in the full models) with few channels:
 
 ``TinyLDM`` mimics what the WebUI's k-diffusion path uses of ``LatentDiffusion``: ``apply_model``,
 ``alphas_cumprod``, ``parameterization``, ``model.diffusion_model``, ``model.conditioning_key``,
-the family flags, and a deterministic stand-in VAE (``encode_first_stage`` / ``decode_first_stage``).
+the family flags, and a deterministic stand-in VAE (``encode_first_stage`` / ``decode_first_stage``; SDXL with sgm's
+semantics: ``encode_first_stage`` returns the scaled latent, ``get_first_stage_encoding`` is the identity).
 """
 from __future__ import annotations
 
@@ -146,7 +147,9 @@ class TinyLDM(nn.Module):
     def __init__(self, unet: UNetModel, family: str, parameterization: str = "eps",
                  cond_stage_key: str = "txt", scale_factor: float = 0.18215):
         super().__init__()
-        conditioning_key = "hybrid" if unet.in_channels != 4 else "crossattn"
+        # ldm: 'hybrid' for concat-conditioned UNets (their yaml); SDXL: 'crossattn' always (v1.10.1
+        # sd_models_xl.extend_sdxl sets it for every SDXL model)
+        conditioning_key = "hybrid" if unet.in_channels != 4 and family != "sdxl" else "crossattn"
         self.model = _DiffusionWrapper(unet, conditioning_key)
         self.family = family
         self.parameterization = parameterization
@@ -190,9 +193,19 @@ class TinyLDM(nn.Module):
         return self.model.conditioning_key in ("concat", "hybrid", "hybrid-adm")
 
     def encode_first_stage(self, image):
-        return self.first_stage_model.encode(image)
+        """ldm: the posterior. SDXL: sgm `DiffusionEngine.encode_first_stage` (generative-models 45c443b), the
+        scaled latent `scale_factor * first_stage_model.encode(x)`, where the WebUI's SDXL VAE
+        (`AutoencoderKLInferenceWrapper`) returns a sample of the posterior."""
+        out = self.first_stage_model.encode(image)
+        if self.is_sdxl:
+            return self.scale_factor * (out if torch.is_tensor(out) else out.sample())
+        return out
 
     def get_first_stage_encoding(self, posterior):
+        """ldm: a sample times the scale factor. SDXL: the identity (v1.10.1 `sd_models_xl.get_first_stage_encoding`:
+        sgm's `encode_first_stage` has done everything)."""
+        if self.is_sdxl:
+            return posterior
         return posterior.sample() * self.scale_factor
 
     def decode_first_stage(self, z):
