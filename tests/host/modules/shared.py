@@ -2,6 +2,7 @@
 import types
 
 from . import devices
+from .paths import models_path  # noqa: F401  (v1.10.1 re-exports paths_internal.models_path)
 
 device = devices.device
 
@@ -46,6 +47,8 @@ OPTION_DEFAULTS = {
     "fp8_storage": "Disable",
     "sd_model_checkpoint": None,  # the main checkpoint's title (sd_models.select_checkpoint)
     "cache_fp16_weight": False,
+    "ESRGAN_tile": 192,  # v1.10.1 shared_options (read by Upscaler.__init__)
+    "ESRGAN_tile_overlap": 8,
 }
 
 
@@ -123,7 +126,7 @@ class _Tqdm:
 opts = Options()
 state = State()
 total_tqdm = _Tqdm()
-cmd_opts = types.SimpleNamespace()
+cmd_opts = types.SimpleNamespace(no_half=False)  # the WebUI parses every flag; the double sets what is read
 sd_model = None
 
 latent_upscale_default_mode = "Latent"  # modules/shared.py of v1.10.1: hires fix's latent upscalers

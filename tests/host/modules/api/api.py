@@ -10,6 +10,12 @@
 - `text2imgapi` / `img2imgapi(request)`: validate the sampler name (`validate_sampler_name`), build the processing
   object from the request fields, `p.is_api = True`, `p.scripts = runner`, `p.script_args = tuple(script_args)`,
   `with closing(p): process_images(p)`. img2img decodes `init_images` / `mask` (base64) as `decode_base64_to_image`.
+- `get_upscalers()` (`GET /sdapi/v1/upscalers`): name, model_name, model_path, model_url, scale of every entry of
+  `shared.sd_upscalers`, as `Api.get_upscalers`.
+- `extras_single_image_api(request)` (`POST /sdapi/v1/extra-single-image`), "Scale by" mode only: the upscaler is
+  looked up by `upscaler_1` in `shared.sd_upscalers` (an unknown name fails the assertion of v1.10.1
+  `ScriptPostprocessingUpscale.process`) and called as `upscaler.scaler.upscale(image, upscaling_resize,
+  upscaler.data_path)` (`ScriptPostprocessingUpscale.upscale`); the response holds the PIL image and the info.
 Selectable scripts, infotext in requests and image encoding of the response are not reproduced.
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ from contextlib import closing
 
 from PIL import Image
 
-from modules import processing, sd_samplers
+from modules import processing, sd_samplers, shared
 
 
 class HTTPException(Exception):
@@ -111,3 +117,17 @@ class Api:
             request["image_mask"] = decode_base64_to_image(request.pop("mask"))
         return self._run(processing.StableDiffusionProcessingImg2Img, request, self.default_script_arg_img2img,
                          self.img2img_runner)
+
+    def get_upscalers(self):
+        return [{"name": upscaler.name, "model_name": upscaler.scaler.model_name, "model_path": upscaler.data_path,
+                 "model_url": None, "scale": upscaler.scale} for upscaler in shared.sd_upscalers]
+
+    def extras_single_image_api(self, request: dict):
+        image = decode_base64_to_image(request["image"])
+        name = request.get("upscaler_1", "None")
+        name = None if name == "None" else name
+        upscaler = next(iter([x for x in shared.sd_upscalers if x.name == name]), None)
+        assert upscaler or (name is None), f"could not find upscaler named {name}"
+        if upscaler is not None:
+            image = upscaler.scaler.upscale(image, request.get("upscaling_resize", 2), upscaler.data_path)
+        return {"image": image, "html_info": f"Postprocess upscaler: {name}" if name else ""}
