@@ -43,17 +43,19 @@ def glue_host():
 
 
 class ForgeDouble:
-    def __init__(self, monkeypatch, version: str = REFORGE_VERSION):
+    def __init__(self, monkeypatch, version: str = REFORGE_VERSION, backend: bool = False):
+        """`backend=True`: the package layout of Forge 2.x / Forge Neo (`backend` instead of `ldm_patched`), for
+        the refusals there; the sampling contract stays reForge's."""
         from modules import scripts, sd_samplers, sd_samplers_cfg_denoiser, sd_samplers_common, sd_samplers_kdiffusion
         from modules import shared
         from support.tiny_models import make_denoiser
 
         self.monkeypatch = monkeypatch
-        forge, ldm_patched, forge_version = _package("modules_forge"), _package("ldm_patched"), _package(
-            "modules_forge.forge_version")
+        forge, model_code, forge_version = _package("modules_forge"), _package(
+            "backend" if backend else "ldm_patched"), _package("modules_forge.forge_version")
         forge_version.version = version
         forge.forge_version = forge_version
-        for module in (forge, ldm_patched, forge_version):
+        for module in (forge, model_code, forge_version):
             monkeypatch.setitem(sys.modules, module.__name__, module)
 
         self.model = model = shared.sd_model
