@@ -156,6 +156,20 @@ def test_cfgpp_refused_where_forge_would_run_unguided_steps(forge, forge_cfgpp):
     assert "CFGpp lambda" not in seen[0].extra_generation_params
 
 
+def test_cfgpp_refused_with_an_edit_model_image_cfg(monkeypatch):
+    """reForge's edit-model combine is not a CFG a post-CFG function can rescale: refused before sampling."""
+    from support.generation import img2img
+    load_model("sd15", in_channels=8, cond_stage_key="edit")
+    double = ForgeDouble(monkeypatch)
+    load_script(CFGPP)
+    try:
+        with pytest.raises(ValueError, match=r"reForge: an edit \(InstructPix2Pix\) model with Image CFG scale 1.5"):
+            img2img(sampler_name="Euler CFG++" + SUFFIX, image_cfg_scale=1.5, **GEN)
+    finally:
+        unload_callbacks(CFGPP)
+        double.close()
+
+
 def test_pasted_cfgpp_infotext_picks_our_sampler(forge, forge_cfgpp):
     """An image made by our "Euler CFG++" (its infotext has our λ keys) pastes to ours on reForge; one made by
     the host's own sampler keeps the host's."""
