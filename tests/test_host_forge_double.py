@@ -52,8 +52,8 @@ def test_blocks_run_through_forward_timestep_embed_not_their_forward(forge):
 
 def test_sampling_function_returns_the_guided_prediction(forge):
     """samplers.sampling_function / cfg_function and CFGDenoiser.forward: the denoiser returns
-    D_∅ + s·(D_c − D_∅) computed from the model's own cond and uncond outputs; last_noise_uncond holds that guided
-    prediction, and cond_scale_miltiplier changes nothing (combine_denoised only copies)."""
+    D_∅ + s·(D_c − D_∅) computed from the model's own cond and uncond outputs; last_noise_uncond holds that
+    guided prediction, and cond_scale_miltiplier changes nothing (combine_denoised only copies)."""
     captured = {}
 
     def post_cfg(args):

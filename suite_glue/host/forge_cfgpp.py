@@ -8,8 +8,8 @@ degenerates to its base sampler.
 
 The route Forge offers (and reForge's own CFG++ samplers take, ldm_patched/k_diffusion/sampling.py
 `sample_euler_cfg_pp`): `cfg_function` calls every `model_options["sampler_post_cfg_function"]` after the CFG
-combine with `args["denoised"]` (D = D_∅ + s·(D_c − D_∅), s the host's CFG scale), `args["uncond_denoised"]` (D_∅)
-and `args["uncond"]` (None when the host skipped the uncond pass), and returns what the function returns;
+combine with `args["denoised"]` (D = D_∅ + s·(D_c − D_∅), s the host's CFG scale), `args["uncond_denoised"]`
+(D_∅) and `args["uncond"]` (None when the host skipped the uncond pass), and returns what the function returns;
 `model_options["disable_cfg1_optimization"]` keeps the uncond pass at scale 1 (`sampling_function`).
 `ModelPatcher.set_model_sampler_post_cfg_function` sets both (ldm_patched/modules/model_patcher.py).
 

@@ -92,7 +92,8 @@ def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond, 
     if skip_uncond:
         denoised = sampling_function(unet.model, x, sigma, None, cond_patched, 1.0, model_options, seed)
     else:
-        denoised = sampling_function(unet.model, x, sigma, uncond_patched, cond_patched, cond_scale, model_options, seed)
+        denoised = sampling_function(unet.model, x, sigma, uncond_patched, cond_patched, cond_scale, model_options,
+                                     seed)
 
     if self.need_last_noise_uncond:
         self.last_noise_uncond = torch.zeros_like(x) if skip_uncond else torch.clone(denoised[-uncond.shape[0]:])

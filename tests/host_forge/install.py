@@ -76,7 +76,8 @@ class ForgeDouble:
         native = [sd_samplers_common.SamplerData(
             label, lambda m, f=function: sd_samplers_kdiffusion.KDiffusionSampler(f, m), list(aliases), {})
             for label, function, aliases in TABLE]
-        monkeypatch.setattr(sd_samplers_kdiffusion, "sampler_extra_params", dict(sd_samplers_kdiffusion.sampler_extra_params))
+        monkeypatch.setattr(sd_samplers_kdiffusion, "sampler_extra_params",
+                            dict(sd_samplers_kdiffusion.sampler_extra_params))
         monkeypatch.setattr(sd_samplers, "all_samplers", [*sd_samplers.all_samplers, *native])
         monkeypatch.setattr(sd_samplers, "all_samplers_map", {x.name: x for x in sd_samplers.all_samplers})
         self.native = {data.name: data for data in native}

@@ -1,12 +1,13 @@
 """reForge's own CFG++ samplers and the table entries that name them (the host-native samplers ours must not
 replace).
 
-`sample_euler_cfg_pp` / `sample_dpmpp_2m_cfg_pp` follow ldm_patched/k_diffusion/sampling.py of reForge: the unconditional
-x0 comes from a post-CFG function that records `args["uncond_denoised"]` and returns `args["denoised"]`, set on a
-copy of `extra_args["model_options"]` with `disable_cfg1_optimization` (model_patcher.set_model_options_post_cfg_function);
-the CFG scale is λ itself (no multiplier). Euler CFG++: x ← D_λ + σ_{i+1}·(x − D_∅)/σ_i. DPM++ 2M CFG++ (t = −log σ,
-h = t_{i+1} − t_i): x ← D_λ − e^{−h}·D_∅ + e^{−h}·x, with the second-order term −(e^{−h} − 1)/(2r)·(D_λ − D_∅,prev),
-r = h_prev/h, from the second step on while σ_{i+1} > 0.
+`sample_euler_cfg_pp` / `sample_dpmpp_2m_cfg_pp` follow ldm_patched/k_diffusion/sampling.py of reForge: the
+unconditional x0 comes from a post-CFG function that records `args["uncond_denoised"]` and returns
+`args["denoised"]`, set on a copy of `extra_args["model_options"]` with `disable_cfg1_optimization`
+(model_patcher.set_model_options_post_cfg_function); the CFG scale is λ itself (no multiplier).
+Euler CFG++: x ← D_λ + σ_{i+1}·(x − D_∅)/σ_i. DPM++ 2M CFG++ (t = −log σ, h = t_{i+1} − t_i):
+x ← D_λ − e^{−h}·D_∅ + e^{−h}·x, with the second-order term −(e^{−h} − 1)/(2r)·(D_λ − D_∅,prev), r = h_prev/h,
+from the second step on while σ_{i+1} > 0.
 
 `TABLE`: the CFG++-related entries of modules_forge/forge_alter_samplers.py `samplers_data_alter` (label, aliases);
 the two above run, the others stand in by name (`not_in_double` raises if one is sampled).
