@@ -44,3 +44,30 @@ def test_sdxl_concatenates_only_for_inpainting():
     """modules/sd_models_xl.py apply_model of v1.10.1: `if self.is_sdxl_inpaint: x = cat([x] + c_concat)`."""
     assert make_ldm("sdxl", in_channels=9).is_sdxl_inpaint
     assert not make_ldm("sdxl").is_sdxl_inpaint and not make_ldm("sdxl", in_channels=8).is_sdxl_inpaint
+
+
+def test_sdxl_first_stage_has_sgm_semantics():
+    """sgm DiffusionEngine.encode_first_stage (generative-models 45c443b) returns scale_factor * a sample of the
+    posterior (AutoencoderKLInferenceWrapper.encode), and v1.10.1 sd_models_xl.get_first_stage_encoding is the
+    identity; ldm returns the posterior and scales in get_first_stage_encoding. The WebUI's img2img init latent
+    (get_first_stage_encoding(encode_first_stage(x))) is the same either way."""
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    xl, sd = make_ldm("sdxl"), make_ldm("sd15")
+    sd.first_stage_model = xl.first_stage_model
+    sd.scale_factor = xl.scale_factor
+    with torch.no_grad():
+        z = xl.encode_first_stage(image)
+        assert torch.is_tensor(z) and torch.equal(xl.get_first_stage_encoding(z), z)
+        assert not torch.is_tensor(sd.encode_first_stage(image))
+        assert torch.equal(sd.get_first_stage_encoding(sd.encode_first_stage(image)), z)
+    # so the WebUI's own InstructPix2Pix conditioning (encode_first_stage(x).mode()) cannot run on SDXL
+    with pytest.raises(AttributeError):
+        z.mode()
+
+
+def test_sdxl_conditioning_key_is_crossattn():
+    """v1.10.1 sd_models_xl.extend_sdxl sets model.model.conditioning_key = 'crossattn' for every SDXL model (the
+    9-channel inpainting UNet too); ldm models keep their yaml's key ('hybrid' for concat-conditioned UNets)."""
+    for channels in (4, 8, 9):
+        assert make_ldm("sdxl", in_channels=channels).model.conditioning_key == "crossattn"
+    assert make_ldm("sd15", in_channels=8).model.conditioning_key == "hybrid"
