@@ -1,22 +1,26 @@
-"""CFG++ sampler overhead: each CFG++ sampler against its base k-diffusion sampler, same model, same
-sigmas, same steps, through the same CFG denoiser double (cond rows + uncond rows per call).
+"""CFG++ sampler overhead: each CFG++ sampler against its base sampler (k-diffusion's, or ours for RES multistep
+and gradient estimation), same model, same sigmas, same steps, same noise (SDE: a fresh Brownian tree with the same
+seeds for both; ancestral: unseeded draws), through the same CFG denoiser double (cond rows + uncond rows per call).
 
 The CFG++ extra work per model call is the host's clone of the uncond rows (``need_last_noise_uncond``)
 plus a few element-wise ops on the latent; everything else is the model. A tiny SD1.5-layout UNet
 (32 channels) makes the model cheap, so the ratio here is an upper bound of what a real UNet shows.
 
 Numbers: ``overhead_ratio_<sampler>`` = median over repetitions of (CFG++ run time / base run time) for
-runs made back to back (interleaved, order alternating, so each pair shares the machine's load),
+runs made back to back (interleaved, order alternating, so each pair shares the machine's load; on CPU timed in
+process CPU time, see ``_clock``),
 ``overhead_ratio`` = the largest of them, ``min_ratio_<sampler>`` = the same with the
 fastest runs (robust when the CPU is shared: interference only adds time), ``base_seconds_<sampler>`` =
 median base run, ``extra_ms_per_call_<sampler>`` = (CFG++ − base) time per model call with a zero-cost
 model inside the same CFG denoiser double (the sampler-side overhead alone, median over runs);
-``steps``, ``latent_side``, ``repeats``, ``cuda``. Target: ratio <= 1.02.
+``steps``, ``latent_side``, ``repeats``, ``cuda``. Target: ratio <= 1.02. Keys: the sampler's first alias
+without ``k_`` and ``_cfg_pp`` (``euler``, ``dpmpp_2m_sde``, ``res_multistep_a``, ...).
 """
 from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import torch
 
@@ -26,8 +30,7 @@ from support.tiny_models import make_context, make_denoiser, make_ldm
 
 import lib_cfgpp
 
-KEYS = {"Euler CFG++": "euler", "Euler a CFG++": "euler_a", "DPM++ 2M CFG++": "dpmpp_2m",
-        "DPM++ 2S a CFG++": "dpmpp_2s_a"}
+KEYS = {d.label: d.aliases[0][len("k_"):-len("_cfg_pp")] for d in lib_cfgpp.SAMPLERS}
 
 
 def _sync(device):
@@ -35,12 +38,29 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _clock(device):
+    """CUDA: wall clock (kernels run asynchronously; synchronised around each run). CPU (one intra-op thread): this
+    process's CPU time, so time other processes take on shared cores is not counted against either sampler."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def _timed(fn, device):
+    clock = _clock(device)
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def _noise(k_sampling, definition, x, sigmas):
+    """The same noise for both runs of a pair: a fresh Brownian tree (seeds 1..B) for SDE samplers, as the WebUI
+    builds one per generation; nothing for the others (ancestral: unseeded draws, same cost)."""
+    if not definition.brownian:
+        return {}
+    positive = sigmas[sigmas > 0]
+    seeds = list(range(1, x.shape[0] + 1))
+    return {"noise_sampler": k_sampling.BrownianTreeNoiseSampler(x, positive.min(), positive.max(), seed=seeds)}
 
 
 def _measure(k_sampling, inner, x, sigmas, args, repeats, device, count_calls=False):
@@ -48,17 +68,19 @@ def _measure(k_sampling, inner, x, sigmas, args, repeats, device, count_calls=Fa
     pairs = {}
     for definition in lib_cfgpp.SAMPLERS:
         cfgpp = lib_cfgpp.make_sampler(definition)
-        base = getattr(k_sampling, definition.base_function)
-        pairs[definition.label] = (
-            lambda fn=base: fn(CFGDenoiserDouble(inner), x, sigmas, extra_args=args, disable=True),
-            lambda fn=cfgpp: fn(CFGDenoiserDouble(inner), x, sigmas, extra_args=args, disable=True),
-        )
+        base = lib_cfgpp.base_function(definition, k_sampling)
+        pairs[definition.label] = tuple(
+            lambda fn=fn, d=definition: fn(CFGDenoiserDouble(inner), x, sigmas, extra_args=args, disable=True,
+                                           **_noise(k_sampling, d, x, sigmas))
+            for fn in (base, cfgpp))
     times = {label: ([], [], 0) for label in pairs}
     with torch.no_grad():
         for label, (base_run, cfgpp_run) in pairs.items():  # warm-up, and count the model calls
             base_run()
             double = CFGDenoiserDouble(inner)
-            lib_cfgpp.make_sampler(label)(double, x, sigmas, extra_args=args, disable=True)
+            definition = lib_cfgpp.find(label)
+            lib_cfgpp.make_sampler(definition)(double, x, sigmas, extra_args=args, disable=True,
+                                               **_noise(k_sampling, definition, x, sigmas))
             times[label] = ([], [], double.step)
         for rep in range(repeats):
             for label, (base_run, cfgpp_run) in pairs.items():
@@ -69,6 +91,8 @@ def _measure(k_sampling, inner, x, sigmas, args, repeats, device, count_calls=Fa
 
 
 def run(quick: bool = False) -> dict:
+    # torchsde warns when a float32 sigma lands a rounding below the tree's float bound (as in the WebUI): noise here
+    warnings.filterwarnings("ignore", message="Should have", category=UserWarning, module="torchsde")
     k_sampling = import_k_diffusion().sampling
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
