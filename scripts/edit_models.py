@@ -14,13 +14,12 @@ Which model runs how:
 The accordion's image CFG scale is for txt2img (the WebUI has that setting in img2img only). Batches: one image,
 or one per image of the batch. The 8-channel ambiguity (InstructPix2Pix or IC-Light fc) is decided by the user's
 choice of feature: an 8-channel SD 1.5 checkpoint is an edit model here; IC-Light merges its own fc weights into a
-plain checkpoint; both on in one generation is refused.
+plain 4-channel checkpoint and refuses any other, so the two never run together.
 
 Hooks, per generation:
 - before_process: resolve and check everything that does not depend on override_settings (host, model, images and
   their sizes, refiner); nothing is changed. Problems stop the generation before sampling (fail_generation).
-- process: refuse what override_settings may have changed (Skip early CFG), or IC-Light in the same generation;
-  install the concat provider as this `p`'s image conditioning (host.supply_concat; every pass, hires included,
+- process: refuse what override_settings may have changed (Skip early CFG); install the concat provider as this `p`'s image conditioning (host.supply_concat; every pass, hires included,
   at its size), the txt2img image CFG scale (`p.image_cfg_scale`, which the sampler hands to the CFG denoiser);
   keep an SD 1.5 model's c_concat fitted to x (suite_glue.concat_rows) until `p` closes; write the infotext.
 - process_before_every_sampling: CosXL Edit runs on its EDM denoiser, which only the k-diffusion samplers use:
@@ -182,9 +181,6 @@ class EditModelScript(glue_script_base.spec_script(SPEC)):
                     f"{TITLE}: Settings > Sampler parameters > 'Ignore negative prompt during early sampling' (skip "
                     "early CFG) drops the uncond rows, which the WebUI's edit-model guidance cannot do without. Set "
                     "it to 0 for edit models.")
-            if getattr(p, "iclight_run", None) is not None:
-                raise concat.ConcatError(f"{TITLE} and IC-Light are both on: each gives the model its own image "
-                                         "channels. Turn one of them off.")
             if run.images is not None or run.family.base == "sdxl" or not run.img2img:
                 provider = _provider(p, run)
                 run.provider = provider
