@@ -100,6 +100,7 @@ def _axis_options():
         AxisOptionImg2Img("Sampler", str, apply_field("sampler_name"), format_value=format_value, confirm=confirm_samplers,
                           choices=lambda: [x.name for x in sd_samplers.samplers_for_img2img if x.name not in opts.hide_samplers]),
         AxisOption("Denoising", float, apply_field("denoising_strength")),
+        AxisOptionImg2Img("Image CFG Scale", float, apply_field("image_cfg_scale")),  # v1.10.1 xyz_grid.py
         AxisOption("Extra noise", float, apply_override("img2img_extra_noise")),
         AxisOption("Token merging ratio", float, apply_override("token_merging_ratio")),
         AxisOption("SGM noise multiplier", str, apply_override("sgm_noise_multiplier", boolean=True),

@@ -317,6 +317,7 @@ def create_infotext(p, index=0):
     """`prompt\\nNegative prompt: ...\\nSteps: ..., Sampler: ..., <extra_generation_params>` as the WebUI writes it."""
     from .infotext_utils import quote
     params = {"Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
+              "Image CFG scale": getattr(p, "image_cfg_scale", None),  # v1.10.1 create_infotext: None is left out
               "Seed": p.all_seeds[index], "Size": f"{p.width}x{p.height}"}
     params.update(p.extra_generation_params)
     generation = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
