@@ -14,7 +14,7 @@ import pytest
 from support.scripts_loader import load_script, unload_callbacks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORES = ("lib_hidiffusion", "lib_cfgpp", "lib_iclight")
+CORES = ("lib_hidiffusion", "lib_cfgpp", "lib_iclight", "lib_concat")
 
 
 @pytest.mark.parametrize("package", CORES)
@@ -99,7 +99,8 @@ def test_bench_cli_rejects_unknown_features():
     assert out.returncode == 2 and "unknown feature" in out.stderr
 
 
-@pytest.mark.parametrize("filename, title", [("hidiffusion.py", "HiDiffusion"), ("iclight.py", "IC-Light")])
+@pytest.mark.parametrize("filename, title", [("hidiffusion.py", "HiDiffusion"), ("iclight.py", "IC-Light"),
+                                             ("edit_models.py", "Edit model")])
 def test_each_feature_script_exposes_exactly_one_script_class(filename, title):
     """The WebUI instantiates every Script subclass bound in a script module: one per feature, always visible."""
     from modules import scripts
