@@ -1,5 +1,5 @@
-"""`python -m bench [hidiffusion|cfgpp|iclight|edit ...] [--json] [--quick]`: run the named benchmarks (all when
-none is named) and print a table of their numbers, or one JSON object {feature: {name: value}} with --json."""
+"""`python -m bench [hidiffusion|cfgpp|iclight|upscale|edit ...] [--json] [--quick]`: run the named benchmarks (all
+when none is named) and print a table of their numbers, or one JSON object {feature: {name: value}} with --json."""
 import argparse
 import importlib
 import json
@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-FEATURES = ("hidiffusion", "cfgpp", "iclight", "edit")
+FEATURES = ("hidiffusion", "cfgpp", "iclight", "upscale", "edit")
 
 
 def main(argv=None):

@@ -1,0 +1,93 @@
+"""SD x4 upscaler: memory and time of tiled vs untiled upscaling, side by side, on the tiny x4 checkpoint
+(tests/support/x4_fixtures: the official layout at 32 base channels) on the CPU.
+
+Input: a square image 4x the tile size per side (tile 32 input pixels, overlap 8 -> 128x128 in, 512x512 out;
+``--quick``: 2x). Both runs: same seed, 1 DPM++ 2M step, CFG 5 (two UNet rows per tile), each run twice, alternating.
+The VAE's attention uses PyTorch's scaled-dot-product attention, as the WebUI's default optimisation does (ldm's
+plain AttnBlock would hold a (H*W)^2 matrix for the whole latent).
+
+Numbers:
+- ``peak_memory_ratio``: peak extra RSS of the tiled upscale / that of the untiled one (VmHWM, see bench.iclight);
+  the formula in lib_concat.upscale_x4 predicts (S + (U c + D) / n) / (S + U c + D) for n = 16 tiles' worth
+- ``tile_overhead_ratio``: median seconds tiled / untiled. On these tiny models each tile's UNet call is mostly
+  Python overhead, so this is an upper bound; with real model sizes it tends to ``tile_area_ratio``
+- ``tile_area_ratio``: sum of tile areas / image area: the extra UNet and VAE work the overlaps cost
+- ``peak_extra_mb_tiled`` / ``peak_extra_mb_untiled``, ``tiles``
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+
+import torch
+
+TILE, OVERLAP, STEPS, REPEATS = 32, 8, 1, 2
+
+
+@contextlib.contextmanager
+def sdp_vae_attention():
+    """ldm's VAE AttnBlock through torch's scaled_dot_product_attention for the duration (what the WebUI's sdp
+    optimisation does to it), restored afterwards."""
+    from ldm.modules.diffusionmodules import model
+
+    def forward(self, x):
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        b, c, hh, ww = q.shape
+        q, k, v = (t.reshape(b, 1, c, hh * ww).transpose(2, 3).contiguous() for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return x + self.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
+
+    original = model.AttnBlock.forward
+    model.AttnBlock.forward = forward
+    try:
+        yield
+    finally:
+        model.AttnBlock.forward = original
+
+
+def run(quick: bool = False) -> dict:
+    from bench.iclight import PeakRSS
+    from lib_concat import tiling
+    from lib_concat.upscale_x4 import X4Settings, X4Upscaler
+    from lib_concat.x4_models import build_models
+    from support.x4_fixtures import tiny_x4_state_dict, tokenize
+
+    side = (2 if quick else 4) * TILE
+    upscaler = X4Upscaler(build_models(tiny_x4_state_dict()), tokenize)
+    image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    tiled = X4Settings(steps=STEPS, cfg_scale=5.0, tile=TILE, overlap=OVERLAP, seed=0)
+    untiled = X4Settings(steps=STEPS, cfg_scale=5.0, tile=side, overlap=0, seed=0)
+    tiles = tiling.plan(side, side, TILE, OVERLAP, 8)
+
+    def once(settings):
+        return upscaler.upscale_tensor(image, "a photo", "blurry", settings)
+
+    peaks, times = {"untiled": [], "tiled": []}, {"untiled": [], "tiled": []}
+    with sdp_vae_attention(), torch.no_grad():
+        upscaler.upscale_tensor(image[..., :TILE, :TILE], "a photo", "blurry", tiled)  # warm-up
+        for _ in range(1 if quick else REPEATS):
+            for name, settings in (("untiled", untiled), ("tiled", tiled)):
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    once(settings)
+                    times[name].append(time.perf_counter() - t0)
+                peaks[name].append(mem.extra)
+    peaks = {name: min(values) for name, values in peaks.items()}
+    return {
+        "input_side": side,
+        "tile": TILE,
+        "overlap": OVERLAP,
+        "tiles": len(tiles),
+        "peak_memory_ratio": peaks["tiled"] / peaks["untiled"],
+        "tile_overhead_ratio": statistics.median(times["tiled"]) / statistics.median(times["untiled"]),
+        "tile_area_ratio": tiling.covered_area_ratio(tiles, side, side),
+        "peak_extra_mb_tiled": peaks["tiled"] / 2 ** 20,
+        "peak_extra_mb_untiled": peaks["untiled"] / 2 ** 20,
+    }
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(run(), indent=2))
