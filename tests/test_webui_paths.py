@@ -16,7 +16,7 @@ from support.generation import img2img, load_model, reset_host, txt2img
 from support.iclight_fixtures import write_offset_file
 from support.scripts_loader import load_script, unload_callbacks
 
-SCRIPT_FILES = ("hidiffusion.py", "cfgpp_samplers.py", "iclight.py")
+SCRIPT_FILES = ("hidiffusion.py", "cfgpp_samplers.py", "iclight.py", "edit_models.py")
 REQUEST = dict(prompt="a cat", negative_prompt="blurry", seed=1, steps=3, cfg_scale=7.0, width=64, height=64,
                sampler_name="Euler", scheduler="Automatic")
 I2I = dict(REQUEST, denoising_strength=0.6)
@@ -32,6 +32,7 @@ def suite(tmp_path):
     yield modules
     modules["iclight.py"].MERGER.restore()
     modules["hidiffusion.py"].CONTROLLER.release()
+    modules["edit_models.py"].glue_edit.uninstall()
     for name in SCRIPT_FILES:
         unload_callbacks(name)
     del shared.cmd_opts.iclight_dir
@@ -41,7 +42,8 @@ def suite(tmp_path):
 def runners(modules):
     """One ScriptRunner per tab, with its UI built (args_from/args_to from the real gradio components)."""
     def always_on():
-        return [modules["hidiffusion.py"].HiDiffusionScript(), modules["iclight.py"].ICLightScript()]
+        return [modules["hidiffusion.py"].HiDiffusionScript(), modules["iclight.py"].ICLightScript(),
+                modules["edit_models.py"].EditModelScript()]
     return scripts.ScriptRunner(always_on(), is_img2img=False), scripts.ScriptRunner(always_on(), is_img2img=True)
 
 
@@ -57,7 +59,7 @@ def baselines():
 
 def assert_untouched(result, plain):
     assert torch.equal(result.latents, plain)
-    assert not any(k.startswith(("HiDiffusion", "IC-Light")) for k in result.extra_generation_params)
+    assert not any(k.startswith(("HiDiffusion", "IC-Light", "Edit model")) for k in result.extra_generation_params)
     assert not scripts.reported_errors and not script_callbacks.reported_errors
 
 
@@ -88,7 +90,8 @@ def test_api_and_ui_with_every_feature_off_are_bit_identical(suite, folder_state
     assert_untouched(txt2img(script_args=submitted_script_args(t2i)[1:], runner=t2i, **REQUEST), plain_t2i)
     assert_untouched(img2img(script_args=submitted_script_args(i2i)[1:], runner=i2i, **I2I), plain_i2i)
     # an API caller that names a feature but leaves it off, with values its UI can produce
-    off = {"HiDiffusion": {"args": [False, None, None]}, "IC-Light": {"args": [{"enabled": False, "model": None}]}}
+    off = {"HiDiffusion": {"args": [False, None, None]}, "IC-Light": {"args": [{"enabled": False, "model": None}]},
+           "Edit model": {"args": [False, None, None]}}
     assert_untouched(api.text2imgapi(dict(REQUEST, alwayson_scripts=off)), plain_t2i)
 
 
@@ -161,12 +164,13 @@ def test_xyz_axes_are_registered_in_the_real_load_order(suite):
         unload_callbacks(name)
         suite[name] = load_script(name)
     xyz = xyz_grid_double.install()  # ... then the X/Y/Z plot
-    ours = [o.label for o in xyz.axis_options if o.label.startswith(("HiDiffusion", "IC-Light"))]
+    ours = [o.label for o in xyz.axis_options if o.label.startswith(("HiDiffusion", "IC-Light", "Edit model"))]
     assert ours == [], "nothing can be registered at import time in this order"
     script_callbacks.before_ui_callback()
     labels = [o.label for o in xyz.axis_options]
     assert "HiDiffusion T1" in labels and "IC-Light Model file" in labels
-    ours = [label for label in labels if label.startswith(("HiDiffusion", "IC-Light"))]
+    assert "Edit model Image CFG scale (txt2img)" in labels
+    ours = [label for label in labels if label.startswith(("HiDiffusion", "IC-Light", "Edit model"))]
     assert len(ours) == len(set(ours))
     script_callbacks.before_ui_callback()  # Reload UI fires it again: no duplicates
     assert [o.label for o in xyz.axis_options] == labels
