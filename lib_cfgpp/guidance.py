@@ -8,6 +8,10 @@ so λ = CFG value × multiplier. Two conventions exist upstream:
   1/12.5), so both CFG++ families of the WebUI agree on what a CFG value means.
 - ``CFG=lambda``: the CFG value *is* λ (multiplier 1.0), the ComfyUI / Forge convention.
 
+Edit models (InstructPix2Pix, SDXL edit, CosXL Edit: the 3-way batch with an image scale): D_λ is the host's edit
+guidance with the text scale times the multiplier and D_∅ the fully unconditional row; the rule, its manifold
+argument and reductions are in ``lib_concat/edit_guidance.py`` (nothing here changes for them).
+
 Host contract read here (WebUI v1.10 ``CFGDenoiser``; names only, no import):
 ``need_last_noise_uncond``, ``last_noise_uncond`` (uncond rows of the model output, i.e. the
 unconditional *denoised* x0 on the k-diffusion path), ``cond_scale_miltiplier`` (sic), and for the
