@@ -18,7 +18,7 @@ plain 4-channel checkpoint and refuses any other, so the two never run together.
 
 Hooks, per generation:
 - before_process: resolve and check everything that does not depend on override_settings (host, model, images and
-  their sizes, refiner); nothing is changed. Problems stop the generation before sampling (fail_generation).
+  their sizes, refiner, hires checkpoint); nothing is changed. Problems stop the generation before sampling (fail_generation).
 - process: refuse what override_settings may have changed (Skip early CFG); install the concat provider as this `p`'s image conditioning (host.supply_concat; every pass, hires included,
   at its size), the txt2img image CFG scale (`p.image_cfg_scale`, which the sampler hands to the CFG denoiser);
   keep an SD 1.5 model's c_concat fitted to x (suite_glue.concat_rows) until `p` closes; write the infotext.
@@ -114,6 +114,11 @@ def resolve(p, values: EditArgs, img2img: bool) -> Optional[Run]:
     if refiner not in (None, "", "None", "none") and (switch_at is None or switch_at < 1):
         raise concat.ConcatError(f"{TITLE}: the refiner ('{refiner}') is not an edit model; its steps would ignore "
                                  "the input image. Turn the refiner off (or leave its checkpoint empty).")
+    hr_checkpoint = getattr(p, "hr_checkpoint_name", None) if getattr(p, "enable_hr", False) else None
+    if hr_checkpoint not in (None, "", "Use same checkpoint"):
+        raise concat.ConcatError(f"{TITLE}: hires fix would switch to the checkpoint '{hr_checkpoint}' for the second "
+                                 "pass, which would not edit the input image. Set the hires checkpoint to 'Use same "
+                                 "checkpoint'.")
     images = as_list(values.image) if values.enabled else []
     if not images and not img2img:
         raise concat.ConcatError(

@@ -130,12 +130,13 @@ def test_batches_get_one_image_each(edit):
 
 
 @pytest.mark.parametrize("case", ["aspect", "not an edit model", "cosxl with DDIM", "skip early CFG", "refiner",
-                                  "too small"])
+                                  "hires checkpoint", "too small"])
 def test_bad_inputs_refused_before_sampling_and_next_generation_runs(edit, case):
     fields, script_args = {}, args(True, b64(photo()))
     pattern = {"aspect": r"argument 'image' \(Input image\) is 64x128", "not an edit model": "not an edit model",
                "cosxl with DDIM": "'DDIM' runs on the discrete", "skip early CFG": "skip early CFG",
-               "refiner": "refiner .'other'. is not an edit model", "too small": "at least 16 pixels"}[case]
+               "refiner": "refiner .'other'. is not an edit model", "too small": "at least 16 pixels",
+               "hires checkpoint": "switch to the checkpoint 'other'"}[case]
     if case == "not an edit model":
         load_model("sdxl")
     else:
@@ -148,9 +149,10 @@ def test_bad_inputs_refused_before_sampling_and_next_generation_runs(edit, case)
         fields = dict(sampler_name="DDIM")
     elif case == "skip early CFG":
         fields = dict(override_settings={"skip_early_cond": 0.2})
-    elif case == "refiner":
+    elif case in ("refiner", "hires checkpoint"):
         sd_models.register_checkpoint("other", edit_model("sdxl", seed=4))
-        fields = dict(refiner_checkpoint="other", refiner_switch_at=0.5)
+        fields = dict(refiner_checkpoint="other", refiner_switch_at=0.5) if case == "refiner" else dict(
+            enable_hr=True, hr_checkpoint_name="other", hr_upscaler="Latent", denoising_strength=0.5)
     with UNetSpy() as spy, pytest.raises(ValueError, match=pattern):
         run(edit, script_args=script_args, **fields)
     assert spy.x == []
