@@ -11,6 +11,10 @@ __all__ = []
 from .batch import ConcatProvider, match_batch  # noqa: E402
 __all__ += ["ConcatProvider", "match_batch"]
 
+# depth: SD 2 depth conditioning from a user's depth map
+from .depth import DepthSpec, depth_array, provider as depth_provider  # noqa: E402
+__all__ += ["DepthSpec", "depth_array", "depth_provider"]
+
 # detect: UNet families from state-dict shapes
 from .detect import ModelKind, detect_model_kind  # noqa: E402
 __all__ += ["ModelKind", "detect_model_kind"]

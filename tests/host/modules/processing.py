@@ -98,7 +98,25 @@ class StableDiffusionProcessing:
     def txt2img_image_conditioning(self, x, width=None, height=None):
         return x.new_zeros(x.shape[0], 5, 1, 1, dtype=x.dtype, device=x.device)
 
+    def depth2img_image_conditioning(self, source_image):
+        """v1.10.1 `depth2img_image_conditioning`: MiDaS (`sd_model.depth_model`) on the first source image, repeated
+        for the batch, bicubic to the size of the source's latent, then 2 (d - min) / (max - min) - 1 with min/max
+        over the whole tensor. The MiDaS input here is the image resized to 384x384 (v1.10.1's AddMiDaS("dpt_hybrid")
+        keeps the aspect ratio at multiples of 32 and normalises it; the stand-in depth model does not care)."""
+        midas_in = torch.nn.functional.interpolate(source_image[:1].float(), size=(384, 384), mode="bicubic",
+                                                   align_corners=False).repeat(self.batch_size, 1, 1, 1)
+        conditioning_image = sd_samplers_common.images_tensor_to_samples(source_image * 0.5 + 0.5, model=self.sd_model)
+        conditioning = torch.nn.functional.interpolate(self.sd_model.depth_model(midas_in),
+                                                       size=conditioning_image.shape[2:], mode="bicubic",
+                                                       align_corners=False)
+        depth_min, depth_max = torch.aminmax(conditioning)
+        return 2. * (conditioning - depth_min) / (depth_max - depth_min) - 1.
+
     def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        # v1.10.1 asks isinstance(self.sd_model, LatentDepth2ImageDiffusion) first (ldm's class; the double's depth
+        # model is tests/support/depth_models.LatentDepth2ImageDiffusion)
+        if type(self.sd_model).__name__ == "LatentDepth2ImageDiffusion":
+            return self.depth2img_image_conditioning(source_image)
         if self.sd_model.cond_stage_key == "edit":  # InstructPix2Pix: the encoded source image, distribution mode
             return self.sd_model.encode_first_stage(source_image).mode()
         return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
