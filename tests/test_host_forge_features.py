@@ -317,8 +317,10 @@ def test_iclight_refused_on_forge_and_inert_when_off(tmp_path, monkeypatch):
         try:
             weights = {k: v.clone() for k, v in double.unet.state_dict().items()}
             args = api_args(script, fc_on())
+            seen = []
             with pytest.raises(ValueError, match=r"IC-Light does not run on reForge"):
-                txt2img([script.ICLightScript()], args, arg_counts=[len(args)], steps=2)
+                txt2img([script.ICLightScript()], args, arg_counts=[len(args)], steps=2, p_hook=seen.append)
+            assert not any(k.startswith("IC-Light") for k in seen[0].extra_generation_params)
             assert all(torch.equal(v, double.unet.state_dict()[k]) for k, v in weights.items())
             plain = txt2img(seed=3, steps=2).latents
             off = api_args(script, {"enabled": False})
