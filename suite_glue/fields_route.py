@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
-from .params import ParamSpec
+from .params import IMAGE_KINDS, ParamSpec
 
 PATH = "/hdsuite/v1/fields"
 _PUBLISHED: Dict[str, Tuple[ParamSpec, Optional[Callable[[], dict]]]] = {}
@@ -25,7 +25,7 @@ def describe(spec: ParamSpec) -> dict:
     """{"fields": [...]} in API positional order; `default` is what a missing argument takes now."""
     fields = []
     for f in spec.fields:
-        entry = {"name": f.name, "label": f.label, "type": "image" if f.kind == "image" else f.type.__name__,
+        entry = {"name": f.name, "label": f.label, "type": "image" if f.kind in IMAGE_KINDS else f.type.__name__,
                  "default": _jsonable(f.initial_value())}
         for key in ("minimum", "maximum"):
             if getattr(f, key) is not None:

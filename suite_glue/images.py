@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 
-def decode_image(value, where: str):
-    """One image or None (nothing given); `ValueError` starting with `where` for anything else."""
+def decode_image(value, where: str, keep_bit_depth: bool = False):
+    """One image or None (nothing given); `ValueError` starting with `where` for anything else. With
+    `keep_bit_depth` a decoded API image keeps its mode (16-bit, float), else it is made 8-bit (`to_8bit`)."""
     if isinstance(value, dict):
         value = value.get("image")
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -31,7 +32,7 @@ def decode_image(value, where: str):
             raise ValueError(f"{where}: the image is too large to decode safely ({exc}); send a smaller one") from None
         except (binascii.Error, ValueError, OSError) as exc:
             raise ValueError(f"{where} is not a base64-encoded image ({type(exc).__name__}: {exc})") from None
-        return to_8bit(image, where)
+        return image if keep_bit_depth else to_8bit(image, where)
     raise ValueError(f"{where} must be an image (a base64 string), got {type(value).__name__}")
 
 
@@ -57,12 +58,12 @@ def to_8bit(image: Image.Image, where: str) -> Image.Image:
     return Image.fromarray(np.round(values * scale).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
-def decode_images(value, where: str):
+def decode_images(value, where: str, keep_bit_depth: bool = False):
     """An image argument as given: None, one image, or a list of images (each decoded)."""
     if isinstance(value, (list, tuple)):
-        images = [decode_image(v, where) for v in value]
+        images = [decode_image(v, where, keep_bit_depth) for v in value]
         return [i for i in images if i is not None] or None
-    return decode_image(value, where)
+    return decode_image(value, where, keep_bit_depth)
 
 
 def as_list(images) -> list:

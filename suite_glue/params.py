@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 from .images import decode_images
 
 XYZ_OVERRIDES_ATTR = "hdsuite_xyz_overrides"
+IMAGE_KINDS = ("image", "image16")
 INFOTEXT_KEY = re.compile(r"\w[\w \-/]+")  # what the WebUI's infotext parser reads back as a key
 
 
@@ -33,8 +34,10 @@ def param(default, label: str, *, minimum=None, maximum=None, step=None, choices
           infotext: Optional[str] = None, xyz: bool = False, info: Optional[str] = None, kind: Optional[str] = None,
           ui: Optional[str] = None, default_from: Optional[Callable[[], Any]] = None):
     """Declare one argument. `infotext`: the key suffix written to the infotext (None: not written).
-    `kind`: 'image' for image inputs (PIL / numpy / base64 string). `ui`: 'radio' | 'number' | 'dropdown' | 'slider'
-    to choose the control; by default bools are checkboxes, numbers with a range sliders, choices dropdowns.
+    `kind`: 'image' for image inputs (PIL / numpy / base64 string; API images as 8 bits), 'image16' for images
+    whose bit depth matters (16-bit greyscale and float kept, e.g. depth maps).
+    `ui`: 'radio' | 'number' | 'dropdown' | 'slider' to choose the control; by default bools are checkboxes, numbers
+    with a range sliders, choices dropdowns.
     `choices` may be a callable returning the current list (e.g. files in a folder): it is called when the UI or an
     X/Y/Z axis is built, and values are not checked against it (the feature validates them when it runs).
     `default_from`: a callable giving the value used when none is given (missing, None or ""), e.g. the preferred
@@ -124,9 +127,9 @@ class ParamSpec:
             raise ParamError(f"{self.title}: unknown argument '{name}'; accepted: {', '.join(self.by_name)}")
         f = self.by_name[name]
         where = f"{self.title}: argument '{name}' ({f.label})"
-        if f.kind == "image":
+        if f.kind in IMAGE_KINDS:
             try:
-                return decode_images(value, where)
+                return decode_images(value, where, keep_bit_depth=f.kind == "image16")
             except ValueError as exc:
                 raise ParamError(str(exc)) from None
         if f.type is bool:

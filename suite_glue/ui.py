@@ -4,13 +4,14 @@ The `enabled` field becomes the accordion's own switch (`InputAccordion`, as the
 the other fields become checkboxes, sliders, numbers, dropdowns/radios, textboxes or images."""
 from __future__ import annotations
 
-from .params import Field, ParamSpec
+from .params import IMAGE_KINDS, Field, ParamSpec
 
 
 def _control(gr, f: Field, elem_id: str):
     common = dict(label=f.label, elem_id=elem_id, info=f.info) if f.info else dict(label=f.label, elem_id=elem_id)
-    if f.kind == "image":
-        return gr.Image(label=f.label, elem_id=elem_id, type="pil", image_mode="RGBA", source="upload")
+    if f.kind in IMAGE_KINDS:  # image16: no mode conversion, so a 16-bit upload stays 16-bit
+        return gr.Image(label=f.label, elem_id=elem_id, type="pil", image_mode="RGBA" if f.kind == "image" else None,
+                        source="upload")
     if f.type is bool:
         return gr.Checkbox(value=f.default, **common)
     if f.type in (int, float):

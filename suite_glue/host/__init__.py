@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import CFGPP, EDIT, HIDIFFUSION, ICLIGHT, Host, HostRefusal
+from .base import CFGPP, DEPTH, EDIT, HIDIFFUSION, ICLIGHT, Host, HostRefusal
 from .detect import A1111, FORGE_BACKEND, FORGE_LDM_PATCHED, HostFamily, detect
 
 _current: Optional[Host] = None
@@ -31,5 +31,5 @@ def forget() -> None:
     _current = None
 
 
-__all__ = ["current", "forget", "Host", "HostRefusal", "HostFamily", "detect", "CFGPP", "EDIT", "HIDIFFUSION",
+__all__ = ["current", "forget", "Host", "HostRefusal", "HostFamily", "detect", "CFGPP", "DEPTH", "EDIT", "HIDIFFUSION",
            "ICLIGHT", "A1111", "FORGE_LDM_PATCHED", "FORGE_BACKEND"]

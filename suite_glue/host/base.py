@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Optional
 from .detect import HostFamily
 
 CFGPP = "CFG++"
+DEPTH = "Depth"
 EDIT = "Edit model"
 HIDIFFUSION = "HiDiffusion"
 ICLIGHT = "IC-Light"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Iterable
 
-from .base import CFGPP, EDIT, HIDIFFUSION, ICLIGHT, Host, HostRefusal
+from .base import CFGPP, DEPTH, EDIT, HIDIFFUSION, ICLIGHT, Host, HostRefusal
 from .detect import FORGE_LDM_PATCHED
 from .forge_cfgpp import CfgppDenoiser
 from .forge_unet import BlockPatches, bypasses
@@ -51,6 +51,10 @@ class ForgeHost(Host):
             raise HostRefusal(f"{EDIT} (the suite's SDXL InstructPix2Pix / CosXL Edit support) does not run on {name}: "
                               "this WebUI loads checkpoints and builds their conditioning through its own model "
                               "code. Use AUTOMATIC1111 WebUI v1.10, or this WebUI's own InstructPix2Pix support.")
+        if feature == DEPTH:
+            raise HostRefusal(f"{DEPTH} (a depth map for SD 2 depth checkpoints) does not run on {name}: this WebUI "
+                              "builds the concat conditioning through its own model code. Use AUTOMATIC1111 WebUI "
+                              "v1.10, or this WebUI's own depth support.")
         if feature == ICLIGHT:
             raise HostRefusal(f"{ICLIGHT} does not run on {name}: this WebUI loads and patches the UNet weights and "
                               "the concat conditioning through its own model patcher, which would drop IC-Light's "
