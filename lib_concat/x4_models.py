@@ -183,8 +183,12 @@ def _load(module: nn.Module, sd: Mapping, what: str, path: str) -> None:
 
 def default_classes():
     """ldm's UNetModel and Decoder (the WebUI's copies)."""
-    from ldm.modules.diffusionmodules.model import Decoder
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+    try:
+        from ldm.modules.diffusionmodules.model import Decoder
+        from ldm.modules.diffusionmodules.openaimodel import UNetModel
+    except ImportError as exc:
+        raise ConcatError(f"{TITLE} builds its models from ldm (Stability-AI's stablediffusion code, which the "
+                          f"AUTOMATIC1111 WebUI ships); it could not be imported here ({exc}).") from None
     return UNetModel, Decoder
 
 

@@ -100,7 +100,8 @@ def test_bench_cli_rejects_unknown_features():
 
 
 @pytest.mark.parametrize("filename, title", [("hidiffusion.py", "HiDiffusion"), ("iclight.py", "IC-Light"),
-                                             ("edit_models.py", "Edit model")])
+                                             ("edit_models.py", "Edit model"), ("depth.py", "Depth"),
+                                             ("upscaler_x4.py", "SD x4 upscaler")])
 def test_each_feature_script_exposes_exactly_one_script_class(filename, title):
     """The WebUI instantiates every Script subclass bound in a script module: one per feature, always visible."""
     from modules import scripts
