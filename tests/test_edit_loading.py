@@ -163,7 +163,7 @@ def test_setup_on_load_and_exact_teardown(edit_script):
 
 
 def test_other_models_are_untouched_by_the_load_callback(edit_script):
-    for model in (make_ldm("sdxl"), make_ldm("sd15", in_channels=8, cond_stage_key="edit"), make_ldm("sdxl", 0, 9)):
+    for model in (make_ldm("sdxl"), make_ldm("sd15", in_channels=8, cond_stage_key="edit")):
         before = dict(model.__dict__)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         load_checkpoint(model, f"plain_{id(model)}")
