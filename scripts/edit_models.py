@@ -18,10 +18,12 @@ plain 4-channel checkpoint and refuses any other, so the two never run together.
 
 Hooks, per generation:
 - before_process: resolve and check everything that does not depend on override_settings (host, model, images and
-  their sizes, refiner, hires checkpoint); nothing is changed. Problems stop the generation before sampling (fail_generation).
-- process: refuse what override_settings may have changed (Skip early CFG); install the concat provider as this `p`'s image conditioning (host.supply_concat; every pass, hires included,
-  at its size), the txt2img image CFG scale (`p.image_cfg_scale`, which the sampler hands to the CFG denoiser);
-  keep an SD 1.5 model's c_concat fitted to x (suite_glue.concat_rows) until `p` closes; write the infotext.
+  their sizes, refiner, hires checkpoint); nothing is changed. Problems stop the generation before sampling
+  (fail_generation).
+- process: refuse what override_settings may have changed (Skip early CFG); install the concat provider as this
+  `p`'s image conditioning (host.supply_concat; every pass, hires included, at its size) and the txt2img image CFG
+  scale (`p.image_cfg_scale`, which the sampler hands to the CFG denoiser); keep an SD 1.5 model's c_concat fitted
+  to x (suite_glue.concat_rows) until `p` closes; write the infotext.
 - process_before_every_sampling: CosXL Edit runs on its EDM denoiser, which only the k-diffusion samplers use:
   another sampler (DDIM, PLMS, UniPC, LCM, ...) is refused. txt2img gives the CFG denoiser the zero latent its
   3-way batch takes the "no image" rows from (v1.10.1 uses `zeros_like(init_latent)`, which txt2img never sets).

@@ -29,7 +29,8 @@ def test_edm_scalings_equal_diffusers_scheduler_and_k_diffusion_formulas():
     torch.testing.assert_close((k_skip, -k_out, k_in), (c_skip, c_out, c_in))
     # and sigma_data enters as in EDM's table 1
     c_skip5, c_out5, c_in5, _ = edm_v_scalings(torch.tensor([0.5]), 0.5)
-    assert math.isclose(float(c_skip5), 0.5, rel_tol=1e-6) and math.isclose(float(c_in5), 1 / math.sqrt(0.5), rel_tol=1e-6)
+    assert math.isclose(float(c_skip5), 0.5, rel_tol=1e-6)
+    assert math.isclose(float(c_in5), 1 / math.sqrt(0.5), rel_tol=1e-6)
     assert math.isclose(float(c_out5), -0.25 / math.sqrt(0.5), rel_tol=1e-6)
 
 

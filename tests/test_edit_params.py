@@ -75,7 +75,8 @@ def test_infotext_round_trip_and_paste(edit):
     with gr.Blocks():
         script.ui(False)
     assert infotext_utils.paste(text, script.infotext_fields) == [True, 1.3]
-    assert infotext_utils.paste("a cat\nSteps: 3, Sampler: Euler, CFG scale: 7", script.infotext_fields) == [False, None]
+    without = "a cat\nSteps: 3, Sampler: Euler, CFG scale: 7"
+    assert infotext_utils.paste(without, script.infotext_fields) == [False, None]
 
 
 def _run_grid_cells(xyz, make_p, axis, values, is_img2img=False):

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from modules import script_callbacks
-from support.edit_models import COSXL_KEYS, POOLED_DIM, diffusers_pipeline, edit_model, load_checkpoint, sdxl_conditioner
+from support.edit_models import (COSXL_KEYS, POOLED_DIM, diffusers_pipeline, edit_model, load_checkpoint,
+                                 sdxl_conditioner)
 from support.generation import reset_host, txt2img
 from support.scripts_loader import load_script, unload_callbacks
 
 SIZE = 64
-STEPS = 4  # Euler "Automatic": t = 999, 666, 333, 0 on the discrete schedule (integers, so no interpolation rule differs)
+STEPS = 4  # Euler "Automatic": t = 999, 666, 333, 0 on the discrete schedule (integers: no interpolation rule differs)
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """Full-size checkpoint key sets (names and shapes as in the released files) on the meta device: no weights.
 
 Built from the real classes where the registries have them: the UNets as diffusers `UNet2DConditionModel`s with the
-released configs, renamed to ldm / sgm keys by `lib_iclight.keymap` (SD 1.5 also directly from ldm's `UNetModel`,
-to check the renaming); the VAE from ldm's Encoder / Decoder as sgm's `AutoencoderKL` holds them; the CLIP ViT-L text encoder from transformers. OpenCLIP
-is not installed, so its text towers (SD 2 ViT-H, SDXL ViT-bigG) are listed by hand from open_clip's module names
-(`transformer.resblocks.N.{ln_1, attn.in_proj_*, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `ln_final`,
-`token_embedding`, `positional_embedding`, `text_projection`). Values are meta tensors, except the scalars a
-test adds (e.g. CosXL's `edm_vpred.sigma_*`), which must be readable.
+released configs, renamed to ldm / sgm keys by `lib_iclight.keymap` (SD 1.5 also directly from ldm's `UNetModel`, to
+check the renaming); the VAE from ldm's Encoder / Decoder as sgm's `AutoencoderKL` holds them; the CLIP ViT-L text
+encoder from transformers. OpenCLIP is not installed, so its text towers (SD 2 ViT-H, SDXL ViT-bigG) are listed by
+hand from open_clip's module names (`transformer.resblocks.N.{ln_1, attn.in_proj_*, attn.out_proj, ln_2, mlp.c_fc,
+mlp.c_proj}`, `ln_final`, `token_embedding`, `positional_embedding`, `text_projection`). Values are meta tensors,
+except the scalars a test adds (e.g. CosXL's `edm_vpred.sigma_*`), which must be readable.
 """
 from __future__ import annotations
 

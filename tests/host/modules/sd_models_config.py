@@ -1,10 +1,11 @@
 """Host double of modules.sd_models_config (v1.10.1): how the WebUI picks a checkpoint's config.
 
-`find_checkpoint_config(state_dict, info)`: a `.yaml` next to the checkpoint file (`find_checkpoint_config_near_filename`),
-else `guess_model_config_from_state_dict(state_dict, filename)`, which follows v1.10.1 branch for branch (SD3, SDXL
-base with 9 channels -> inpainting else base, SDXL refiner, depth, unCLIP, SD2 inpainting / v / eps, SD1 inpainting
-(9) / InstructPix2Pix (8), AltDiffusion, default). Both are module attributes read at call time, as
-`sd_models.load_model` / `reload_model_weights` call them, so an extension can wrap them.
+`find_checkpoint_config(state_dict, info)`: a `.yaml` next to the checkpoint file
+(`find_checkpoint_config_near_filename`), else `guess_model_config_from_state_dict(state_dict, filename)`, which
+follows v1.10.1 branch for branch (SD3, SDXL base with 9 channels -> inpainting else base, SDXL refiner, depth,
+unCLIP, SD2 inpainting / v / eps, SD1 inpainting (9) / InstructPix2Pix (8), AltDiffusion, default). Both are module
+attributes read at call time, as `sd_models.load_model` / `reload_model_weights` call them, so an extension can wrap
+them.
 The config paths are the v1.10.1 file names under a stand-in root (no file is read).
 Differs: v1.10.1 `is_using_v_parameterization_for_sd2` runs a full-size SD2 UNet on the state dict (output mean at
 t=999 below -1 means v); the double cannot run full-size weights and reads the key `HOST_DOUBLE_SD2_V` instead.
