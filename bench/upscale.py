@@ -3,8 +3,9 @@
 
 Input: a square image 4x the tile size per side (tile 32 input pixels, overlap 8 -> 128x128 in, 512x512 out;
 ``--quick``: 2x). Both runs: same seed, 1 DPM++ 2M step, CFG 5 (two UNet rows per tile), each run twice, alternating.
-The VAE's attention uses PyTorch's scaled-dot-product attention, as the WebUI's default optimisation does (ldm's
-plain AttnBlock would hold a (H*W)^2 matrix for the whole latent).
+Attention (UNet and VAE) runs through PyTorch's scaled-dot-product attention, as with the WebUI's default
+optimisation (ldm's plain VAE AttnBlock would hold a (H*W)^2 matrix for the whole latent).
+Real model sizes on a CUDA GPU: ``python -m bench.upscale_cuda`` (random weights).
 
 Numbers:
 - ``peak_memory_ratio``: peak extra RSS of the tiled upscale / that of the untiled one (VmHWM, see bench.iclight);
@@ -26,12 +27,21 @@ TILE, OVERLAP, STEPS, REPEATS = 32, 8, 1, 2
 
 
 @contextlib.contextmanager
-def sdp_vae_attention():
-    """ldm's VAE AttnBlock through torch's scaled_dot_product_attention for the duration (what the WebUI's sdp
-    optimisation does to it), restored afterwards."""
+def sdp_attention():
+    """ldm's UNet CrossAttention and VAE AttnBlock through torch's scaled_dot_product_attention for the duration
+    (what the WebUI's default "sdp" optimisation does to them), restored afterwards."""
+    from ldm.modules import attention
     from ldm.modules.diffusionmodules import model
 
-    def forward(self, x):
+    def cross_attention(self, x, context=None, mask=None):
+        context = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        b, n, inner = q.shape
+        q, k, v = (t.reshape(b, -1, self.heads, inner // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, inner))
+
+    def attn_block(self, x):
         h = self.norm(x)
         q, k, v = self.q(h), self.k(h), self.v(h)
         b, c, hh, ww = q.shape
@@ -39,12 +49,12 @@ def sdp_vae_attention():
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         return x + self.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
 
-    original = model.AttnBlock.forward
-    model.AttnBlock.forward = forward
+    originals = attention.CrossAttention.forward, model.AttnBlock.forward
+    attention.CrossAttention.forward, model.AttnBlock.forward = cross_attention, attn_block
     try:
         yield
     finally:
-        model.AttnBlock.forward = original
+        attention.CrossAttention.forward, model.AttnBlock.forward = originals
 
 
 def run(quick: bool = False) -> dict:
@@ -65,7 +75,7 @@ def run(quick: bool = False) -> dict:
         return upscaler.upscale_tensor(image, "a photo", "blurry", settings)
 
     peaks, times = {"untiled": [], "tiled": []}, {"untiled": [], "tiled": []}
-    with sdp_vae_attention(), torch.no_grad():
+    with sdp_attention(), torch.no_grad():
         upscaler.upscale_tensor(image[..., :TILE, :TILE], "a photo", "blurry", tiled)  # warm-up
         for _ in range(1 if quick else REPEATS):
             for name, settings in (("untiled", untiled), ("tiled", tiled)):

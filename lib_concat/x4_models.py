@@ -116,9 +116,10 @@ def _self_attention_disabled(sd: Mapping, key: Optional[str], context: int, chan
                              levels: int) -> bool:
     """ldm's `disable_self_attn` turns attn1 into cross-attention on the text: its key projection then reads
     `context` features instead of `channels`. When both are equal the shapes cannot tell; the official layout
-    (every level but the last without self-attention, the middle block with it) decides."""
+    (every level but the last without self-attention, the middle block with it) decides; it also fills levels
+    without attention, where the flag is unused."""
     if key is None:
-        return False
+        return level < levels - 1
     width = int(sd[key].shape[1])
     if width != channels or width != context:
         return width == context

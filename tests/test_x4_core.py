@@ -224,3 +224,16 @@ def test_bad_files_give_clear_errors(tmp_path, state_dict, name, make, needle):
     with pytest.raises(ConcatError, match=needle) as info:
         load_models(str(path))
     assert os.path.basename(str(path)) in str(info.value) and str(info.value).startswith("SD x4 upscaler: ")
+
+
+def test_full_size_layout_is_read_from_the_shapes_as_the_official_yaml_has_it():
+    """The official x4-upscaling.yaml sizes built on the meta device: the loader infers the same config back."""
+    from bench.upscale_cuda import DECODER, UNET, real_models
+    from lib_concat.x4_models import decoder_config, unet_config
+    from lib_concat.x4_text import TextConfig
+    models = real_models("meta")
+    assert unet_config(models.unet.state_dict()) == UNET
+    vae = {**{"decoder." + k: v for k, v in models.decoder.decoder.state_dict().items()},
+           **{"post_quant_conv." + k: v for k, v in models.decoder.post_quant_conv.state_dict().items()}}
+    assert decoder_config(vae) == DECODER
+    assert TextConfig.from_state_dict(models.text.state_dict()) == TextConfig(49408, 1024, 77, 24, 4096)
