@@ -13,6 +13,9 @@ process CPU time, see ``_clock``),
 fastest runs (robust when the CPU is shared: interference only adds time), ``base_seconds_<sampler>`` =
 median base run, ``extra_ms_per_call_<sampler>`` = (CFG++ − base) time per model call with a zero-cost
 model inside the same CFG denoiser double (the sampler-side overhead alone, median over runs);
+``parts_ratio_<sampler>`` = 1 + that extra time × model calls / ``base_seconds`` (the ratio the measured
+sampler-side cost implies: on a tiny model whole-run ratios vary by a few % from run to run even on an idle
+machine, this stays within about 0.5 %), ``parts_ratio`` = the largest of them;
 ``steps``, ``latent_side``, ``repeats``, ``cuda``. Target: ratio <= 1.02. Keys: the sampler's first alias
 without ``k_`` and ``_cfg_pp`` (``euler``, ``dpmpp_2m_sde``, ``res_multistep_a``, ...).
 """
@@ -118,8 +121,11 @@ def run(quick: bool = False) -> dict:
             result[f"min_ratio_{key}"] = min(cfgpp_times) / min(base_times)
             result[f"base_seconds_{key}"] = base_median
             free_base, free_cfgpp, calls = free[label]
-            result[f"extra_ms_per_call_{key}"] = 1e3 * (statistics.median(free_cfgpp) - statistics.median(free_base)) / calls
+            extra = (statistics.median(free_cfgpp) - statistics.median(free_base)) / calls
+            result[f"extra_ms_per_call_{key}"] = 1e3 * extra
+            result[f"parts_ratio_{key}"] = 1 + extra * calls / base_median
         result["overhead_ratio"] = max(v for k, v in result.items() if k.startswith("overhead_ratio_"))
+        result["parts_ratio"] = max(v for k, v in result.items() if k.startswith("parts_ratio_"))
         result.update(steps=steps, latent_side=side, repeats=repeats, cuda=float(device.type == "cuda"))
         return result
     finally:

@@ -395,3 +395,19 @@ def test_core_brownian_tree_equals_k_diffusions():
                           alone)
     with pytest.raises(ValueError, match="seeds"):
         lib_cfgpp.BrownianTreeNoise(x, lo, hi, seed=[1, 2, 3])
+
+
+def test_readme_lists_every_cfgpp_sampler_with_when_to_use_it():
+    """README's CFG++ table: one row per CFG++ sampler of the registry (and the WebUI's DDIM CFG++), each with its
+    model calls per step (2 exactly for the second-order ones) and a non-empty "when to use it"."""
+    import os
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"),
+                  encoding="utf-8").read()
+    rows = {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip().strip("|").split("|")] for line in readme.splitlines()
+        if line.startswith("| ") and "CFG++" in line.split("|")[1])}
+    second_order = {"DPM++ 2S a CFG++", "DPM++ SDE CFG++", "Heun CFG++", "DPM2 CFG++"}
+    for definition in registry.SAMPLERS:
+        calls, when = rows[definition.label]
+        assert calls == ("2" if definition.label in second_order else "1") and len(when) > 20, definition.label
+    assert "DDIM CFG++ (built into the WebUI)" in rows
