@@ -19,8 +19,8 @@ multiplies by 0) a noise in every step of the η = 0 sampler; ours draws none.
 CFG++ (multistep family rule; ComfyUI's ``res_multistep_cfg_pp`` has the same Euler step):
 ``x' = D_λ,i + e^{−h}(x − D_∅,i) + h·b₂·(D_∅,i−1 − D_λ,i)``, i.e. the base step on D_∅ plus (1 − h·b₂)·g_i,
 history D_∅. ComfyUI's multistep step instead adds e^{−h}·g_i (it shifts x by g and then uses D_∅ for the
-current prediction too), so its guidance weight drops from 1 in the Euler first step to e^{−h} in the next (½ for a step that halves
-σ); ours keeps x0 from D_λ in every step (weight 1 − h·b₂ ≥ 1, as the
+current prediction too), so its guidance weight drops from 1 in the Euler first step to e^{−h} in the next
+(½ for a step that halves σ); ours keeps x0 from D_λ in every step (weight 1 − h·b₂ ≥ 1, as the
 official DPM++ 2M CFG++'s 1 + (1 − e^{−h})/(2r)).
 """
 from __future__ import annotations
@@ -103,7 +103,8 @@ def sample_res_multistep_cfg_pp(model, x, sigmas, extra_args=None, callback=None
 @torch.no_grad()
 def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                           eta: float = 1.0, s_noise: float = 1.0, noise_sampler=None, *,
-                                          multiplier: float = DEFAULT_MULTIPLIER, randn_like: Optional[RandnLike] = None,
+                                          multiplier: float = DEFAULT_MULTIPLIER,
+                                          randn_like: Optional[RandnLike] = None,
                                           uncond_blend: Optional[UncondBlend] = None,
                                           progress: Optional[Progress] = None):
     """RES multistep ancestral CFG++: the CFG++ rule of the module docstring on the ancestral split (σ_d), then

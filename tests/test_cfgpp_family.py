@@ -80,7 +80,8 @@ def test_heun_cfgpp_two_steps_by_hand():
         u = Du(x, a)
         xb = x + (b - a) * (x - u) / a + ((guided(x, a, LAM) - u) if predictor_guided else 0)
         ub = Du(xb, b)
-        return x + (b - a) / 2 * ((x - u) / a + (xb - ub) / b) + ((guided(x, a, LAM) - u) + (guided(xb, b, LAM) - ub)) / 2
+        guidance = ((guided(x, a, LAM) - u) + (guided(xb, b, LAM) - ub)) / 2
+        return x + (b - a) / 2 * ((x - u) / a + (xb - ub) / b) + guidance
     x1 = step(x0, s[0], s[1])
     alternative = step(step(x0, s[0], s[1], True), s[1], s[2], True)  # guided (Euler CFG++) predictor
     assert_hand(out, step(x1, s[1], s[2]), alternative)
@@ -311,7 +312,8 @@ def test_new_samplers_equal_their_base_when_the_predictions_agree(label, noise, 
     sigmas = sig(*SCHEDULE)
     x = start(9, SCHEDULE[0])
     kw = {"eta": eta, "s_noise": s_noise} if definition.ancestral or definition.brownian else {}
-    base = registry.base_function(definition, K)(Plain(), x, sigmas, **kw, **_noise_kwargs(definition, noise, x, sigmas, 5))
+    base_fn = registry.base_function(definition, K)
+    base = base_fn(Plain(), x, sigmas, **kw, **_noise_kwargs(definition, noise, x, sigmas, 5))
     zero = definition.function(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.0}, multiplier=1.0, **kw,
                                **_noise_kwargs(definition, noise, x, sigmas, 5))
     assert torch.allclose(zero, base, atol=1e-10, rtol=1e-10), (zero - base).abs().max()
@@ -327,18 +329,17 @@ def test_new_samplers_equal_their_base_when_the_predictions_agree(label, noise, 
 
 
 def test_dpmpp_2m_sde_heun_solver_equals_its_base():
+    """solver_type='heun' (the WebUI's "DPM++ 2M SDE Heun" passes it) at λ = 0 is k-diffusion's heun variant."""
     x = start(10, SCHEDULE[0])
     sigmas = sig(*SCHEDULE)
+    definition = registry.find("DPM++ 2M SDE CFG++")
     kw = dict(eta=0.7, solver_type="heun")
-    base = K.sample_dpmpp_2m_sde(Plain(), x, sigmas, noise_sampler=_noise_kwargs(
-        registry.find("DPM++ 2M SDE CFG++"), "brownian", x, sigmas, 3)["noise_sampler"], **kw)
-    ours = lib_cfgpp.sample_dpmpp_2m_sde_cfg_pp(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.0}, multiplier=1.0,
-                                                noise_sampler=_noise_kwargs(registry.find("DPM++ 2M SDE CFG++"),
-                                                                            "brownian", x, sigmas, 3)["noise_sampler"],
-                                                **kw)
+    base = K.sample_dpmpp_2m_sde(Plain(), x, sigmas, **kw, **_noise_kwargs(definition, "brownian", x, sigmas, 3))
+    ours = definition.function(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": 0.0}, multiplier=1.0, **kw,
+                               **_noise_kwargs(definition, "brownian", x, sigmas, 3))
     assert torch.allclose(ours, base, atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError, match="solver_type"):
-        lib_cfgpp.sample_dpmpp_2m_sde_cfg_pp(AnalyticCFG(), x, sigmas, solver_type="euler", noise_sampler=lambda a, b: x)
+        definition.function(AnalyticCFG(), x, sigmas, solver_type="euler", noise_sampler=lambda a, b: x)
 
 
 def test_the_family_reduces_across_samplers():
@@ -346,7 +347,8 @@ def test_the_family_reduces_across_samplers():
     multistep; gradient estimation at γ = 1 is k-diffusion's Euler, and its twin Euler CFG++."""
     sigmas = sig(*SCHEDULE)
     x = start(11, SCHEDULE[0])
-    run = lambda fn, **kw: fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": LAM}, multiplier=1.0, **kw)  # noqa: E731
+    def run(fn, **kw):
+        return fn(AnalyticCFG(), x, sigmas, extra_args={"cond_scale": LAM}, multiplier=1.0, **kw)
     never = lambda a, b: pytest.fail("no noise at eta 0")  # noqa: E731
     assert torch.allclose(run(lib_cfgpp.sample_dpmpp_2m_sde_cfg_pp, eta=0.0, noise_sampler=never),
                           run(lib_cfgpp.sample_dpmpp_2m_cfg_pp), atol=1e-12)
@@ -386,7 +388,8 @@ def test_core_brownian_tree_equals_k_diffusions():
     x = start(13)
     lo, hi = torch.tensor(0.03), torch.tensor(14.6)
     for seed in ([3, 4], 5):
-        ours, theirs = lib_cfgpp.BrownianTreeNoise(x, lo, hi, seed=seed), K.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
+        ours = lib_cfgpp.BrownianTreeNoise(x, lo, hi, seed=seed)
+        theirs = K.BrownianTreeNoiseSampler(x, lo, hi, seed=seed)
         for a, b in [(14.6, 9.0), (9.0, 3.0), (3.0, 9.0), (0.5, 0.03)]:
             assert torch.allclose(ours(torch.tensor(a), torch.tensor(b)), theirs(torch.tensor(a), torch.tensor(b)),
                                   atol=1e-6)
