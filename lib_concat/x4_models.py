@@ -108,7 +108,8 @@ def unet_config(sd: Mapping, path: str = "") -> dict:
                 disable_middle_self_attn=_self_attention_disabled(sd, mid_key, context, model_channels * mults[-1],
                                                                   len(mults), len(mults) + 1),
                 num_heads=NUM_HEADS, use_spatial_transformer=True, transformer_depth=depth, context_dim=context,
-                legacy=False, use_linear_in_transformer=proj.dim() == 2, num_classes=int(sd["label_emb.weight"].shape[0]),
+                legacy=False, use_linear_in_transformer=proj.dim() == 2,
+                num_classes=int(sd["label_emb.weight"].shape[0]),
                 use_checkpoint=False)
 
 
@@ -201,7 +202,8 @@ def build_models(sd: Mapping, path: str = "", unet_class: Optional[Callable] = N
         unet_class, decoder_class = unet_class or default_unet, decoder_class or default_decoder
     unet_sd, vae_sd, text_sd = _part(sd, UNET_PREFIX), _part(sd, VAE_PREFIX), _part(sd, TEXT_PREFIX)
     if not text_sd:
-        raise _error(path, "has no text encoder (cond_stage_model.model.*); use the complete x4-upscaler-ema.safetensors")
+        raise _error(path, "has no text encoder (cond_stage_model.model.*); use the complete "
+                           "x4-upscaler-ema.safetensors")
     try:
         unet = unet_class(**unet_config(unet_sd, path))
         dec_cfg = decoder_config(vae_sd, path)

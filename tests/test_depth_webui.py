@@ -90,7 +90,8 @@ def test_one_step_equals_diffusers_depth2img_pipeline_given_the_same_depth_map(s
     cond = model.get_learned_conditioning(prompts)
     uncond = model.get_learned_conditioning([negative] * 2)
     pipe = StableDiffusionDepth2ImgPipeline(
-        vae=tiny_diffusers_vae(), text_encoder=None, tokenizer=None, unet=diffusers_twin(model.model.diffusion_model, "sd21"),
+        vae=tiny_diffusers_vae(), text_encoder=None, tokenizer=None,
+        unet=diffusers_twin(model.model.diffusion_model, "sd21"),
         scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                          timestep_spacing="trailing"),
         depth_estimator=None, feature_extractor=None)

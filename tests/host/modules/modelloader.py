@@ -26,6 +26,5 @@ def load_upscalers():
         scaler.user_path = commandline_model_path
         scaler.model_download_path = commandline_model_path or scaler.model_path
         data += scaler.scalers
-    shared.sd_upscalers = sorted(
-        data,
-        key=lambda x: x.name.lower() if not isinstance(x.scaler, (UpscalerNone, UpscalerLanczos, UpscalerNearest)) else "")
+    builtin = (UpscalerNone, UpscalerLanczos, UpscalerNearest)
+    shared.sd_upscalers = sorted(data, key=lambda x: x.name.lower() if not isinstance(x.scaler, builtin) else "")
