@@ -12,18 +12,12 @@ from modules import devices, script_callbacks, scripts, sd_models, shared
 
 import lib_hidiffusion as H
 from support.generation import attach_text_encoder, load_model, reset_host, txt2img
-from support.scripts_loader import load_script, unload_callbacks
+from support.scripts_loader import loaded_hidiffusion
 from support.tiny_models import make_ldm
 
-SCRIPT_FILE = "hidiffusion.py"
 
 
-@pytest.fixture(scope="module")
-def module():
-    mod = load_script(SCRIPT_FILE)
-    yield mod
-    mod.CONTROLLER.release()
-    unload_callbacks(SCRIPT_FILE)
+module = pytest.fixture(scope="module")(loaded_hidiffusion)
 
 
 @pytest.fixture(autouse=True)

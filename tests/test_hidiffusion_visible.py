@@ -6,17 +6,11 @@ import pytest
 from modules import infotext_utils, scripts, shared
 
 from support.generation import load_model, reset_host, txt2img
-from support.scripts_loader import load_script, unload_callbacks
-
-SCRIPT_FILE = "hidiffusion.py"
+from support.scripts_loader import loaded_hidiffusion
 
 
-@pytest.fixture(scope="module")
-def module():
-    mod = load_script(SCRIPT_FILE)
-    yield mod
-    mod.CONTROLLER.release()
-    unload_callbacks(SCRIPT_FILE)
+
+module = pytest.fixture(scope="module")(loaded_hidiffusion)
 
 
 @pytest.fixture(autouse=True)

@@ -15,19 +15,14 @@ import lib_hidiffusion as H
 import xyz_grid_double
 from support.generation import img2img, load_model, reset_host, txt2img
 from support.hidiffusion_webui_probe import PhaseProbe, StepTruth, load_fast_sd15
-from support.scripts_loader import load_script, unload_callbacks
+from support.scripts_loader import load_script, loaded_hidiffusion
 from support.ssd1b import to_ssd1b_model
 
 SCRIPT_FILE = "hidiffusion.py"
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def module():
-    mod = load_script(SCRIPT_FILE)
-    yield mod
-    mod.CONTROLLER.release()
-    unload_callbacks(SCRIPT_FILE)
+module = pytest.fixture(scope="module")(loaded_hidiffusion)
 
 
 @pytest.fixture(autouse=True)

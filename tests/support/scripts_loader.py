@@ -27,3 +27,12 @@ def unload_callbacks(filename: str):
     for callbacks in script_callbacks.callback_map.values():
         for c in [c for c in callbacks if os.path.abspath(c.script) == path]:
             callbacks.remove(c)
+
+
+def loaded_hidiffusion():
+    """Generator for a module-scoped fixture: the HiDiffusion script loaded as the WebUI loads it; afterwards its
+    patches are released and its callbacks dropped."""
+    module = load_script("hidiffusion.py")
+    yield module
+    module.CONTROLLER.release()
+    unload_callbacks("hidiffusion.py")
