@@ -74,7 +74,9 @@ def _assert_restored(plain_txt2img):
 
 def test_samplers_scripts_and_fields_are_listed():
     names = {s["name"] for s in _ok("/sdapi/v1/samplers")}
-    assert {"Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++"} <= names
+    assert {"Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++", "DPM++ SDE CFG++",
+            "DPM++ 2M SDE CFG++", "DPM++ 3M SDE CFG++", "Heun CFG++", "DPM2 CFG++", "RES Multistep CFG++",
+            "RES Multistep Ancestral CFG++", "Gradient Estimation CFG++", "RES Multistep"} <= names
     scripts = _ok("/sdapi/v1/scripts")
     for tab in ("txt2img", "img2img"):
         assert {"hidiffusion", "ic-light"} <= set(scripts[tab])
