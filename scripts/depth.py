@@ -108,13 +108,8 @@ def resolve(p, values: DepthArgs, img2img: bool) -> Run:
     return Run(values, concat.DepthSpec.from_images(maps, values.invert, where=where))
 
 
-_ARMED = {"rows": False}
-
-
 def disarm():
-    if _ARMED["rows"]:
-        glue_concat_rows.disarm_all()
-        _ARMED["rows"] = False
+    glue_concat_rows.disarm(TITLE)
 
 
 class DepthScript(glue_script_base.spec_script(SPEC)):
@@ -135,8 +130,7 @@ class DepthScript(glue_script_base.spec_script(SPEC)):
             check_depth_model(p.sd_model)
             if run.spec is not None:
                 glue_host.current().supply_concat(p, concat.depth_provider(run.spec).for_latent)
-                glue_concat_rows.arm(p.sd_model)  # NGMS / skip-early-CFG rows, the hires crop
-                _ARMED["rows"] = True
+                glue_concat_rows.arm(p.sd_model, TITLE)  # NGMS / skip-early-CFG rows, the hires crop
                 glue_lifecycle.call_on_close(p, "depth_rows", disarm)
         except Exception as error:
             setattr(p, RUN_ATTR, None)

@@ -159,13 +159,8 @@ def infotext(run: Run) -> dict:
     return entries
 
 
-_ARMED = {"rows": False}
-
-
 def disarm():
-    if _ARMED["rows"]:
-        glue_concat_rows.disarm_all()
-        _ARMED["rows"] = False
+    glue_concat_rows.disarm(TITLE)
 
 
 class EditModelScript(glue_script_base.spec_script(SPEC)):
@@ -196,8 +191,7 @@ class EditModelScript(glue_script_base.spec_script(SPEC)):
                 else:
                     p.img2img_image_conditioning = provider
             if run.family.base != "sdxl":  # SD 1.x: ldm joins c_concat itself; keep it fitted to x (hires crop)
-                glue_concat_rows.arm(p.sd_model)
-                _ARMED["rows"] = True
+                glue_concat_rows.arm(p.sd_model, TITLE)
                 glue_lifecycle.call_on_close(p, "edit_model_rows", disarm)
             if not run.img2img:
                 p.image_cfg_scale = run.values.image_cfg_scale

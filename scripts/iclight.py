@@ -103,7 +103,7 @@ class Run:
 
 def after_restore(unet) -> None:
     glue_lora.forget(unet)
-    glue_concat_rows.disarm_all()
+    glue_concat_rows.disarm(TITLE)
 
 
 MERGER = iclight.Merger(before_merge=glue_lora.unapply, after_restore=after_restore)
@@ -209,7 +209,7 @@ class ICLightScript(glue_script_base.spec_script(SPEC)):
             if unet is not None:
                 glue_lora.unapply(unet)
             MERGER.ensure(p.sd_model, run.offset)
-            glue_concat_rows.arm(p.sd_model)
+            glue_concat_rows.arm(p.sd_model, TITLE)
         except Exception as error:
             setattr(p, RUN_ATTR, None)
             glue_failure.fail_generation(p, error)

@@ -10,26 +10,32 @@ _PARENT = __package__.rpartition(".")[0]
 fit = importlib.import_module(f"{_PARENT}.lib_concat.rows" if _PARENT else "lib_concat.rows").fit
 
 _MARK = "hdsuite_concat_trim"
-_armed = []
+_owners = {}  # id(model) -> (model, set of features that armed it)
 
 
-def arm(model) -> None:
-    if getattr(model.__dict__.get("apply_model"), _MARK, False):
-        return
-    bound = model.apply_model
+def arm(model, owner: str) -> None:
+    """Put the wrapper on `model` for feature `owner` (once per model, however many features need it)."""
+    if not getattr(model.__dict__.get("apply_model"), _MARK, False):
+        bound = model.apply_model
 
-    def apply_model(x_noisy, t, cond, *args, **kwargs):
-        if isinstance(cond, dict) and cond.get("c_concat"):
-            cond = {**cond, "c_concat": [fit(c, x_noisy) for c in cond["c_concat"]]}
-        return bound(x_noisy, t, cond, *args, **kwargs)
+        def apply_model(x_noisy, t, cond, *args, **kwargs):
+            if isinstance(cond, dict) and cond.get("c_concat"):
+                cond = {**cond, "c_concat": [fit(c, x_noisy) for c in cond["c_concat"]]}
+            return bound(x_noisy, t, cond, *args, **kwargs)
 
-    setattr(apply_model, _MARK, True)
-    model.apply_model = apply_model
-    _armed.append(model)
+        setattr(apply_model, _MARK, True)
+        model.apply_model = apply_model
+    entry = _owners.get(id(model))
+    if entry is None or entry[0] is not model:
+        entry = _owners[id(model)] = (model, set())
+    entry[1].add(owner)
 
 
-def disarm_all() -> None:
-    while _armed:
-        model = _armed.pop()
-        if getattr(model.__dict__.get("apply_model"), _MARK, False):
-            del model.__dict__["apply_model"]
+def disarm(owner: str) -> None:
+    """`owner` no longer needs the wrapper; a model nobody needs any more gets its own apply_model back. Idempotent."""
+    for key, (model, owners) in list(_owners.items()):
+        owners.discard(owner)
+        if not owners:
+            del _owners[key]
+            if getattr(model.__dict__.get("apply_model"), _MARK, False):
+                del model.__dict__["apply_model"]
